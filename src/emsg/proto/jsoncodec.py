@@ -1,0 +1,115 @@
+"""Strict JSON in, canonical JSON out.
+
+Inbound JSON is parsed strictly: duplicate keys, NaN/Infinity, lone surrogates,
+integers beyond 2**53 and nesting deeper than `MAX_DEPTH` are refused, so the same
+bytes can never mean two things to two parsers. Anything signed is serialised as
+RFC 8785 canonical JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+import rfc8785
+
+from emsg.proto.errors import BadJson
+
+MAX_DEPTH: Final = 32
+MAX_SAFE_INTEGER: Final = 2**53 - 1
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadJson(f"{name} is not JSON")
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > 17 or abs(int(text)) > MAX_SAFE_INTEGER:
+        raise BadJson("integer out of range (beyond 2**53)")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise BadJson("number out of range")
+    return value
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise BadJson(f"duplicate key {key[:40]!r}")
+        obj[key] = value
+    return obj
+
+
+def _check(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise BadJson(f"nesting deeper than {MAX_DEPTH}")
+    if isinstance(value, str):
+        _check_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check(item, depth + 1)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadJson("lone surrogate in string") from None
+
+
+def _depth_bound(raw: bytes) -> None:
+    # Bound nesting before the recursive parser sees it; brackets inside strings
+    # only make this stricter, never looser, which is fine for a limit this high.
+    depth = 0
+    for byte in raw:
+        if byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > MAX_DEPTH * 4:
+                raise BadJson(f"nesting deeper than {MAX_DEPTH}")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+
+
+def loads_strict(raw: bytes | str) -> Any:
+    """Parse JSON or raise `BadJson` saying what is wrong."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    _depth_bound(data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadJson("body is not UTF-8") from None
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_unique_object,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+        )
+    except BadJson:
+        raise
+    except RecursionError:
+        raise BadJson(f"nesting deeper than {MAX_DEPTH}") from None
+    except ValueError as exc:
+        raise BadJson(f"malformed JSON: {exc}") from None
+    _check(value, 0)
+    return value
+
+
+def canonical(value: Any) -> bytes:
+    """RFC 8785 canonical bytes: what every signature in EMSG covers."""
+    return bytes(rfc8785.dumps(value))
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON for the wire (not canonical: only signatures need that)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
