@@ -32,6 +32,4 @@ def step(state: Stream, frame: Frame) -> Stream:
     try:
         return NEXT[state, type(frame)]
     except KeyError:
-        raise ProtocolViolation(
-            f"{type(frame).__name__} not allowed in {state.name}"
-        ) from None
+        raise ProtocolViolation(f"{type(frame).__name__} not allowed in {state.name}") from None

@@ -21,7 +21,7 @@ MAX_CONTACT_MESSAGE: Final = 500
 
 Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}$")]
 Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{86}$")]
-AddressText = Annotated[str, StringConstraints(min_length=3, max_length=320)]
+AddressText = Annotated[str, StringConstraints(max_length=320)]
 DeviceIdText = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 KeyIdText = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
@@ -202,7 +202,9 @@ class OutgoingEnvelope(Wire):
 
 
 class SendRequest(Wire):
-    envelopes: Annotated[list[OutgoingEnvelope], Field(min_length=1, max_length=MAX_ENVELOPES_PER_SEND)]
+    envelopes: Annotated[
+        list[OutgoingEnvelope], Field(min_length=1, max_length=MAX_ENVELOPES_PER_SEND)
+    ]
 
 
 class Disposition(StrEnum):
@@ -271,7 +273,9 @@ class AckFrame(Wire):
 class SendFrame(Wire):
     type: Literal["send"]
     txn_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._~-]{1,128}$")]
-    envelopes: Annotated[list[OutgoingEnvelope], Field(min_length=1, max_length=MAX_ENVELOPES_PER_SEND)]
+    envelopes: Annotated[
+        list[OutgoingEnvelope], Field(min_length=1, max_length=MAX_ENVELOPES_PER_SEND)
+    ]
 
 
 class PingFrame(Wire):

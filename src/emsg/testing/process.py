@@ -109,6 +109,19 @@ class ServerProcess:
         return code
 
     @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("the server is not running")
+        return self._proc.pid
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process, from /proc."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc status")
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -1,0 +1,1 @@
+"""The EMSG homeserver: app factory, services, storage and the HTTP/WebSocket edge."""

@@ -1,0 +1,59 @@
+"""The app factory: one `Services` object built in the lifespan, routers on top."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+
+from emsg.proto.wire import API_PREFIX
+from emsg.server.clock import Clock, SystemClock
+from emsg.server.fanout import LocalNotifier, Notifier
+from emsg.server.http import routes_accounts, routes_contacts, routes_messages, stream
+from emsg.server.http.errors import install_error_handlers, install_openapi
+from emsg.server.http.middleware import MetricsMiddleware, StrictBodyMiddleware
+from emsg.server.metrics import Metrics
+from emsg.server.services import Services
+from emsg.server.settings import Settings
+from emsg.server.storage.sql.uow import SqlUnitOfWork
+
+
+def create_app(
+    settings: Settings, clock: Clock | None = None, notifier: Notifier | None = None
+) -> FastAPI:
+    clock = clock or SystemClock()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        uow = await SqlUnitOfWork.open(settings.db_url)
+        services = Services.build(settings, clock, uow, notifier or LocalNotifier(), metrics)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app = FastAPI(
+        title="EMSG homeserver client API",
+        version="1",
+        description="The client API of docs/protocol.md. Errors are "
+        '`{"error": {"code", "message"}}`.',
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    install_openapi(app)
+    for module in (routes_accounts, routes_contacts, routes_messages, stream):
+        app.include_router(module.router, prefix=API_PREFIX)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    app.add_middleware(StrictBodyMiddleware, max_body=settings.limits.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,1 @@
+"""The HTTP and WebSocket edge: routers, middleware, error mapping."""

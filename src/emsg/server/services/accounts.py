@@ -1,0 +1,124 @@
+"""Registration, login, logout and token authentication."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from typing import Final
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from emsg.proto.errors import (
+    AddressTaken,
+    ReservedAddress,
+    TokenExpired,
+    Unauthorized,
+    WrongDomain,
+)
+from emsg.proto.wire import Session
+from emsg.server.clock import Clock
+from emsg.server.services.common import AddressRules, Caller
+from emsg.server.storage.ports import Tx, UnitOfWork
+from emsg.server.storage.records import TokenInfo
+
+_CACHE_MAX: Final = 50_000
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class AccountService:
+    def __init__(
+        self, uow: UnitOfWork, clock: Clock, rules: AddressRules, token_ttl_ms: int
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._rules = rules
+        self._ttl_ms = token_ttl_ms
+        self._hasher = PasswordHasher()  # argon2id with the library's current defaults
+        # Hashed once so that an unknown address costs as much as a wrong password.
+        self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
+        # token hash -> token info; the hot path then needs no query. Only logout
+        # ends a token early, and it evicts here (one process; see the report for
+        # what a multi-process deployment needs).
+        self._cache: dict[str, TokenInfo] = {}
+
+    def _address_here(self, raw: str) -> str:
+        address = self._rules.parse(raw)
+        if address.domain != self._rules.domain:
+            raise WrongDomain(f"this server serves {self._rules.domain}, not {address.domain}")
+        return str(address)
+
+    async def register(self, raw_address: str, password: str, device_name: str) -> Session:
+        address = self._address_here(raw_address)
+        if self._rules.parse(raw_address).is_reserved:
+            raise ReservedAddress(f"{address.partition('#')[0]!r} is reserved")
+        async with self._uow.read() as tx:
+            if await tx.accounts.get(address) is not None:
+                raise AddressTaken(f"{address} is taken")
+        password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        now = self._clock.now_ms()
+        async with self._uow.write() as tx:
+            if not await tx.accounts.create(address, password_hash, now):
+                raise AddressTaken(f"{address} is taken")
+            session, info, token_hash = await self._new_device(tx, address, device_name, now)
+        self._cache[token_hash] = info
+        return session
+
+    async def login(self, raw_address: str, password: str, device_name: str) -> Session:
+        address = self._address_here(raw_address)
+        async with self._uow.read() as tx:
+            account = await tx.accounts.get(address)
+        stored = account.password_hash if account is not None else self._dummy_hash
+        try:
+            await asyncio.to_thread(self._hasher.verify, stored, password)
+        except (VerificationError, InvalidHashError):
+            raise Unauthorized("wrong address or password") from None
+        if account is None:
+            raise Unauthorized("wrong address or password")
+        now = self._clock.now_ms()
+        async with self._uow.write() as tx:
+            session, info, token_hash = await self._new_device(tx, address, device_name, now)
+        self._cache[token_hash] = info
+        return session
+
+    async def _new_device(
+        self, tx: Tx, address: str, device_name: str, now: int
+    ) -> tuple[Session, TokenInfo, str]:
+        device_id = secrets.token_urlsafe(9).replace("-", "A").replace("_", "B")
+        token = secrets.token_urlsafe(32)
+        info = TokenInfo(device_id, address, now + self._ttl_ms)
+        await tx.devices.create(device_id, address, device_name, now)
+        await tx.tokens.add(hash_token(token), info)
+        return (
+            Session(address=address, device_id=device_id, token=token, expires_at=info.expires_at),
+            info,
+            hash_token(token),
+        )
+
+    async def authenticate(self, token: str | None) -> Caller:
+        if not token:
+            raise Unauthorized("missing bearer token")
+        token_hash = hash_token(token)
+        info = self._cache.get(token_hash)
+        if info is None:
+            async with self._uow.read() as tx:
+                info = await tx.tokens.get(token_hash)
+            if info is None:
+                raise Unauthorized("unknown or revoked token")
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[token_hash] = info
+        if info.expires_at <= self._clock.now_ms():
+            raise TokenExpired("the token has expired; log in again")
+        return Caller(info.address, info.device_id)
+
+    async def logout(self, caller: Caller) -> None:
+        async with self._uow.write() as tx:
+            hashes = await tx.tokens.delete_for_device(caller.device_id)
+            await tx.devices.revoke(caller.device_id)
+        for token_hash in hashes:
+            self._cache.pop(token_hash, None)

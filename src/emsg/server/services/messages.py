@@ -1,0 +1,209 @@
+"""Sending envelopes (idempotent, all-or-nothing) and reading a device's queue."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from emsg.proto.errors import (
+    EmsgError,
+    RecipientRefuses,
+    TxnConflict,
+    UnknownDevice,
+    UnknownRecipient,
+)
+from emsg.proto.ids import TxnId
+from emsg.proto.wire import (
+    ContactState,
+    Disposition,
+    EventKind,
+    OutgoingEnvelope,
+    StrangerPolicy,
+)
+from emsg.server.clock import Clock
+from emsg.server.fanout import Notifier
+from emsg.server.metrics import Metrics
+from emsg.server.services.common import AddressRules, Caller, event_dict
+from emsg.server.storage.ports import Tx, UnitOfWork
+from emsg.server.storage.records import HeldEnvelope, NewEvent
+
+TXN_RETENTION_MS: Final = 48 * 3600 * 1000
+MAX_SYNC_LIMIT: Final = 1000
+MAX_SYNC_TIMEOUT_MS: Final = 30_000
+_ENVELOPE: Final = EventKind.ENVELOPE.value
+
+
+def body_hash(envelopes: Sequence[OutgoingEnvelope]) -> str:
+    """Hash of the parsed body: key order and whitespace do not make a new request."""
+    digest = hashlib.sha256()
+    for env in envelopes:
+        digest.update(env.model_dump_json().encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+@dataclass(slots=True)
+class SendOutcome:
+    """One send's reply body, and the devices to wake once it is committed."""
+
+    result: dict[str, Any]
+    woken: list[str] = field(default_factory=list)
+    accepted: int = 0
+
+
+class MessageService:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        clock: Clock,
+        rules: AddressRules,
+        notifier: Notifier,
+        metrics: Metrics,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._rules = rules
+        self._notifier = notifier
+        self._metrics = metrics
+        self._last_prune = 0
+
+    async def send(
+        self, me: Caller, txn_id: TxnId, envelopes: Sequence[OutgoingEnvelope]
+    ) -> dict[str, Any]:
+        async with self._uow.write() as tx:
+            outcome = await self.send_in(tx, me, txn_id, envelopes)
+        await self._after_commit([outcome])
+        return outcome.result
+
+    async def send_batch(
+        self, me: Caller, sends: Sequence[tuple[TxnId, Sequence[OutgoingEnvelope]]]
+    ) -> list[dict[str, Any] | EmsgError]:
+        """Several sends in one transaction (one commit); each succeeds or fails alone.
+
+        `send_in` checks everything before it writes anything, so a refused send
+        leaves nothing behind in the shared transaction.
+        """
+        results: list[dict[str, Any] | EmsgError] = []
+        outcomes: list[SendOutcome] = []
+        async with self._uow.write() as tx:
+            for txn_id, envelopes in sends:
+                try:
+                    outcome = await self.send_in(tx, me, txn_id, envelopes)
+                except EmsgError as exc:
+                    results.append(exc)
+                else:
+                    outcomes.append(outcome)
+                    results.append(outcome.result)
+        await self._after_commit(outcomes)
+        return results
+
+    async def _after_commit(self, outcomes: Sequence[SendOutcome]) -> None:
+        woken = [d for o in outcomes for d in o.woken]
+        accepted = sum(o.accepted for o in outcomes)
+        if accepted:
+            self._metrics.envelopes_accepted.inc(accepted)
+        if woken:
+            await self._notifier.publish(woken)
+
+    async def send_in(
+        self, tx: Tx, me: Caller, txn_id: TxnId, envelopes: Sequence[OutgoingEnvelope]
+    ) -> SendOutcome:
+        digest = body_hash(envelopes)
+        previous = await tx.txns.get(me.device_id, txn_id.value)
+        if previous is not None:
+            if previous.body_hash != digest:
+                raise TxnConflict("this transaction id was used with a different body")
+            return SendOutcome(previous.response)
+
+        targets = [(self._rules.local(e.to), e) for e in envelopes]
+        recipients = list({to for to, _ in targets})
+        accounts = await tx.accounts.get_many(recipients)
+        for to in recipients:
+            if to not in accounts:
+                raise UnknownRecipient(f"no account {to}")
+        devices = await tx.devices.get_many(list({e.device_id for _, e in targets}))
+        for to, env in targets:
+            device = devices.get(env.device_id)
+            if device is None or device.address != to or device.revoked:
+                raise UnknownDevice(f"{to} has no device {env.device_id}")
+
+        held_for: set[str] = set()
+        strangers = [to for to in recipients if to != me.address]
+        if strangers:
+            if await tx.blocks.blockers_of(strangers, me.address):
+                raise RecipientRefuses("a recipient does not accept messages from you")
+            contacts = await tx.contacts.get_for_peers(strangers, me.address)
+            for to in strangers:
+                row = contacts.get(to)
+                if row is not None and row.state is ContactState.FRIEND:
+                    continue
+                policy = accounts[to].policy
+                if policy is StrangerPolicy.CONTACTS_ONLY:
+                    raise RecipientRefuses("a recipient does not accept messages from you")
+                if policy is StrangerPolicy.REQUESTS:
+                    held_for.add(to)
+
+        now = self._clock.now_ms()
+        queued: list[NewEvent] = []
+        held: list[HeldEnvelope] = []
+        sent: list[dict[str, Any]] = []
+        for to, env in targets:
+            envelope_id = secrets.token_urlsafe(12)
+            payload = {
+                "id": envelope_id,
+                "sender": me.address,
+                "sender_device": me.device_id,
+                "recipient": to,
+                "device_id": env.device_id,
+                "ciphertext": env.ciphertext.model_dump(mode="json"),
+                "sent_at": now,
+            }
+            if to in held_for:
+                held.append(HeldEnvelope(0, to, me.address, env.device_id, payload, now))
+                disposition = Disposition.HELD
+            else:
+                queued.append(NewEvent(env.device_id, _ENVELOPE, payload))
+                disposition = Disposition.QUEUED
+            sent.append(
+                {
+                    "id": envelope_id,
+                    "to": to,
+                    "device_id": env.device_id,
+                    "disposition": disposition.value,
+                }
+            )
+        result = {"txn_id": txn_id.value, "envelopes": sent, "accepted_at": now}
+        await tx.events.append(queued, now)
+        await tx.held.add(held, now)
+        await tx.txns.put(me.device_id, txn_id.value, digest, result, now)
+        if now - self._last_prune > 3600_000:
+            self._last_prune = now
+            await tx.txns.prune(now - TXN_RETENTION_MS)
+        return SendOutcome(result, [e.device_id for e in queued], len(targets))
+
+    async def ack(self, me: Caller, upto: int) -> None:
+        if upto > 0:
+            async with self._uow.write() as tx:
+                await tx.events.ack(me.device_id, upto)
+
+    async def events_after(self, me: Caller, since: int, limit: int) -> list[dict[str, Any]]:
+        async with self._uow.read() as tx:
+            events = await tx.events.after(me.device_id, since, limit)
+        delivered = sum(1 for e in events if e.kind == _ENVELOPE)
+        if delivered:
+            self._metrics.envelopes_delivered.inc(delivered)
+        return [event_dict(e.pos, e.kind, e.payload) for e in events]
+
+    async def sync(self, me: Caller, since: int, timeout_ms: int, limit: int) -> dict[str, Any]:
+        await self.ack(me, since)
+        sub = self._notifier.subscribe(me.device_id)
+        try:
+            events = await self.events_after(me, since, limit)
+            if not events and timeout_ms > 0 and await sub.wait(timeout_ms / 1000):
+                events = await self.events_after(me, since, limit)
+        finally:
+            sub.close()
+        return {"events": events, "next": events[-1]["pos"] if events else since}

@@ -1,0 +1,1 @@
+"""The SQL storage backend (SQLite by default, PostgreSQL by URL)."""

@@ -1,0 +1,179 @@
+"""Against a real server process on loopback: timing, streams, signals, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from server_kit import DOMAIN, User, register
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from emsg.testing import ServerProcess
+
+SRC = str(Path(__file__).resolve().parents[3] / "src")
+CONFIG = """
+token_ttl = "1d"
+[limits]
+account_rate = 100000
+account_burst = 100000
+ip_auth_rate_per_minute = 100000
+ip_auth_burst = 100000
+"""
+
+
+def make_server(data: Path) -> ServerProcess:
+    config = data.parent / f"{data.name}.toml"
+    config.write_text(CONFIG)
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)}
+    return ServerProcess(DOMAIN, data, config=config, env=env)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = make_server(tmp_path / "srv").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+def ws_url(server: ServerProcess) -> str:
+    return server.url.replace("http://", "ws://") + "/_emsg/v1/stream"
+
+
+async def recv(ws: ClientConnection) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    return frame
+
+
+async def test_long_poll_wakes_on_send(http: httpx.AsyncClient) -> None:
+    alice, bob = await register(http, "alice"), await register(http, "bob")
+    poll = asyncio.create_task(bob.sync(wait_ms=20_000))
+    await asyncio.sleep(0.3)
+    assert not poll.done()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert (await alice.send("t1", bob)).status_code == 200
+    got = await asyncio.wait_for(poll, 10)
+    assert loop.time() - start < 2
+    assert [e["kind"] for e in got["events"]] == ["envelope"]
+
+
+async def test_stream_live_and_resume(server: ServerProcess, http: httpx.AsyncClient) -> None:
+    alice, bob = await register(http, "alice"), await register(http, "bob")
+    await alice.send("t0", bob, body="MA")
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": bob.token, "since": 0}))
+        assert (await recv(ws))["type"] == "ready"
+        first = await recv(ws)
+        assert first["event"]["envelope"]["ciphertext"]["body"] == "MA"
+        await alice.send("t1", bob, body="MQ")
+        second = await recv(ws)
+        assert second["event"]["envelope"]["ciphertext"]["body"] == "MQ"
+        await ws.send(json.dumps({"type": "ack", "pos": first["event"]["pos"]}))
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await recv(ws)) == {"type": "pong"}
+    await alice.send("t2", bob, body="Mg")
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": bob.token, "since": 0}))
+        assert (await recv(ws))["type"] == "ready"
+        bodies = [(await recv(ws))["event"]["envelope"]["ciphertext"]["body"] for _ in range(2)]
+        assert bodies == ["MQ", "Mg"]  # exactly from the acked position
+
+
+async def test_stream_pipelined_sends(server: ServerProcess, http: httpx.AsyncClient) -> None:
+    alice, bob = await register(http, "alice"), await register(http, "bob")
+    env = {"to": bob.address, "device_id": bob.device_id,
+           "ciphertext": {"type": 1, "body": "eA", "sender_key": "A" * 43}}  # fmt: skip
+    n = 200
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": alice.token}))
+        assert (await recv(ws))["type"] == "ready"
+        for i in range(n):
+            await ws.send(json.dumps({"type": "send", "txn_id": f"p{i}", "envelopes": [env]}))
+            if i == 100:
+                bad = {"type": "send", "txn_id": "bad", "envelopes": [{**env, "to": "x#b.test"}]}
+                await ws.send(json.dumps(bad))
+        answers = [await recv(ws) for _ in range(n + 1)]
+    txns = [a["result"]["txn_id"] if a["type"] == "sent" else a["txn_id"] for a in answers]
+    expected = [f"p{i}" for i in range(101)] + ["bad"] + [f"p{i}" for i in range(101, n)]
+    assert txns == expected
+    assert answers[101]["error"]["code"] == "remote_unsupported"
+    got = await bob.get("/sync", params={"limit": 1000})
+    assert len(got.json()["events"]) == n
+
+
+async def test_stream_protocol_violations(server: ServerProcess, http: httpx.AsyncClient) -> None:
+    alice = await register(http, "alice")
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": "forged"}))
+        frame = await recv(ws)
+        assert frame["error"]["code"] == "unauthorized"
+        with pytest.raises(ConnectionClosed) as info:
+            await recv(ws)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 4401
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await recv(ws))["error"]["code"] == "protocol_violation"
+        with pytest.raises(ConnectionClosed) as info:
+            await recv(ws)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 1008
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": alice.token}))
+        assert (await recv(ws))["type"] == "ready"
+        await ws.send('{"type": "ping", "type": "ping"}')
+        assert (await recv(ws))["error"]["code"] == "protocol_violation"
+        with pytest.raises(ConnectionClosed) as info:
+            await recv(ws)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 1008
+
+
+async def test_sigterm_exits_zero(tmp_path: Path) -> None:
+    proc = make_server(tmp_path / "srv").start()
+    assert proc.stop() == 0
+    assert "Traceback" not in proc.log()
+
+
+async def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    proc = make_server(tmp_path / "srv").start()
+    try:
+        async with httpx.AsyncClient(base_url=proc.url, timeout=30) as http:
+            alice, bob = await register(http, "alice"), await register(http, "bob")
+            ids = []
+            for i in range(50):
+                resp = await alice.send(f"k{i}", bob)
+                assert resp.status_code == 200
+                ids.append(resp.json()["envelopes"][0]["id"])
+        assert proc._proc is not None
+        os.kill(proc._proc.pid, signal.SIGKILL)
+        proc.kill()
+        proc.start()
+        async with httpx.AsyncClient(base_url=proc.url, timeout=30) as http:
+            bob2 = User(http, bob.address, bob.device_id, bob.token)
+            got = await bob2.sync()
+            resp = await http.get("/_emsg/v1/sync", params={"limit": 1000}, headers=bob2.auth)
+            assert [e["envelope"]["id"] for e in resp.json()["events"]] == ids
+            assert [e["envelope"]["id"] for e in got["events"]] == ids
+            # The same transaction again after the crash: the original result.
+            again = await dataclasses.replace(alice, client=http).send("k0", bob2)
+            assert again.json()["envelopes"][0]["id"] == ids[0]
+    finally:
+        proc.stop()
