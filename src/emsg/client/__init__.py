@@ -1,0 +1,25 @@
+"""The EMSG client library: `Client` and the values it returns."""
+
+from emsg.client.client import Client
+from emsg.client.errors import (
+    DeviceNotApproved,
+    NoProfile,
+    NotLoggedIn,
+    ProfileExists,
+    WrongPassphrase,
+)
+from emsg.client.models import ClientEvent, ContactInfo, Message
+from emsg.proto.wire import StrangerPolicy
+
+__all__ = [
+    "Client",
+    "ClientEvent",
+    "ContactInfo",
+    "DeviceNotApproved",
+    "Message",
+    "NoProfile",
+    "NotLoggedIn",
+    "ProfileExists",
+    "StrangerPolicy",
+    "WrongPassphrase",
+]

@@ -1,0 +1,62 @@
+"""Errors of the client library that never come from a server."""
+
+from __future__ import annotations
+
+from emsg.crypto.errors import CryptoError, DecryptionFailed, UntrustedDevice, WrongPassphrase
+from emsg.proto.errors import ErrorCode, IdentityKeyChanged
+
+__all__ = [
+    "ClientError",
+    "DecryptionFailed",
+    "DeviceNotApproved",
+    "IdentityKeyChanged",
+    "NoProfile",
+    "NotLoggedIn",
+    "ProfileExists",
+    "UntrustedDevice",
+    "WrongPassphrase",
+]
+
+
+class ClientError(CryptoError):
+    kind = "client_error"
+
+
+class NoProfile(ClientError):
+    code, status = ErrorCode.NOT_FOUND, 404
+    kind = "no_profile"
+
+    @classmethod
+    def default_message(cls) -> str:
+        return "no EMSG profile here; register or log in first"
+
+
+class ProfileExists(ClientError):
+    code, status = ErrorCode.FORBIDDEN, 403
+    kind = "profile_exists"
+
+    @classmethod
+    def default_message(cls) -> str:
+        return "a profile already exists here; open it, or choose another folder"
+
+
+class DeviceNotApproved(ClientError):
+    code, status = ErrorCode.FORBIDDEN, 403
+    kind = "device_not_approved"
+
+    @classmethod
+    def default_message(cls) -> str:
+        return (
+            "this profile does not hold the account's identity key, so the new device "
+            "cannot be added to the device list yet (approval from another device is "
+            "not implemented); log in from the profile that registered the account"
+        )
+
+
+class NotLoggedIn(ClientError):
+    code, status = ErrorCode.UNAUTHORIZED, 401
+    kind = "not_logged_in"
+
+    @classmethod
+    def default_message(cls) -> str:
+        return "this profile is logged out; log in again"

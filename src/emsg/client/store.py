@@ -1,0 +1,390 @@
+"""The local profile store: one SQLite file (WAL) in the profile folder.
+
+Nothing secret is stored in the clear: vodozemac pickles are encrypted under the
+pickle key, the token, identity key and message bodies are sealed with AES-GCM,
+and both keys come from the passphrase (argon2id with a per-profile salt). A
+verifier derived from the same passphrase makes a wrong one a clear error instead
+of garbage. Writers use `BEGIN IMMEDIATE`, so two processes on one profile take
+turns instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from emsg.client.errors import NoProfile, ProfileExists
+from emsg.client.models import Direction, Message
+from emsg.crypto.keys import KdfParams, ProfileKeys, new_salt
+
+DB_NAME: Final = "emsg.sqlite3"
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS profile (k TEXT PRIMARY KEY, v BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, sealed BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS account (id INTEGER PRIMARY KEY CHECK (id = 1), pickle TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    peer_key TEXT NOT NULL, session_id TEXT NOT NULL, pickle TEXT NOT NULL,
+    used INTEGER NOT NULL, PRIMARY KEY (peer_key, session_id));
+CREATE TABLE IF NOT EXISTS replay (digest BLOB PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS contacts (
+    address TEXT PRIMARY KEY, state TEXT NOT NULL, identity_key TEXT,
+    verified INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '', since INTEGER);
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY, sender TEXT NOT NULL, recipient TEXT NOT NULL, peer TEXT NOT NULL,
+    body BLOB NOT NULL, sent_at INTEGER NOT NULL, received_at INTEGER,
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')));
+CREATE INDEX IF NOT EXISTS messages_by_peer ON messages (peer, sent_at);
+CREATE TABLE IF NOT EXISTS seen_envelopes (id TEXT PRIMARY KEY);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PinnedContact:
+    """A peer as this profile knows it; `state` "stranger" means pinned by first sight."""
+
+    address: str
+    state: str
+    identity_key: str | None
+    verified: bool
+    message: str
+    since: int | None
+
+
+def _pinned(row: tuple[Any, ...]) -> PinnedContact:
+    address, state, identity_key, verified, message, since = row
+    return PinnedContact(address, state, identity_key, bool(verified), message, since)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN IMMEDIATE ourselves (see `transaction`).
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")  # acknowledged means on disk
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class ProfileStore:
+    """One profile's SQLite file; also the `CryptoStore` of its device."""
+
+    def __init__(self, conn: sqlite3.Connection, keys: ProfileKeys, path: Path) -> None:
+        self._conn = conn
+        self.keys = keys
+        self.path = path
+        self._depth = 0
+
+    # --- opening -------------------------------------------------------------------
+
+    @staticmethod
+    def exists(home: Path) -> bool:
+        path = home / DB_NAME
+        if not path.exists():
+            return False
+        conn = sqlite3.connect(path)
+        try:
+            row = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='profile'"
+            ).fetchone()
+            return row is not None and (
+                conn.execute("SELECT 1 FROM profile WHERE k='verifier'").fetchone() is not None
+            )
+        finally:
+            conn.close()
+
+    @classmethod
+    def create(
+        cls,
+        home: Path,
+        passphrase: str,
+        *,
+        address: str,
+        server_url: str,
+        kdf: KdfParams = KdfParams(),
+    ) -> ProfileStore:
+        if cls.exists(home):
+            raise ProfileExists(f"a profile already exists in {home}")
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        salt = new_salt()
+        keys = ProfileKeys.derive(passphrase, salt, kdf)
+        path = home / DB_NAME
+        store = cls(_connect(path), keys, path)
+        store._create_schema()
+        with store.transaction():
+            for k, v in {
+                "schema": str(SCHEMA_VERSION).encode(),
+                "salt": salt,
+                "kdf": json.dumps(
+                    {"t": kdf.time_cost, "m": kdf.memory_cost, "p": kdf.parallelism}
+                ).encode(),
+                "verifier": keys.verifier,
+                "address": address.encode(),
+                "server_url": server_url.encode(),
+            }.items():
+                store._conn.execute("INSERT OR REPLACE INTO profile VALUES (?, ?)", (k, v))
+        path.chmod(0o600)
+        return store
+
+    @classmethod
+    def open(cls, home: Path, passphrase: str) -> ProfileStore:
+        if not cls.exists(home):
+            raise NoProfile(f"no EMSG profile in {home}; register or log in first")
+        path = home / DB_NAME
+        conn = _connect(path)
+        try:
+            rows = dict(conn.execute("SELECT k, v FROM profile").fetchall())
+            params = json.loads(rows["kdf"])
+            kdf = KdfParams(time_cost=params["t"], memory_cost=params["m"], parallelism=params["p"])
+            keys = ProfileKeys.derive(passphrase, bytes(rows["salt"]), kdf)
+            keys.check(bytes(rows["verifier"]))
+        except BaseException:
+            conn.close()
+            raise
+        store = cls(conn, keys, path)
+        store._create_schema()
+        return store
+
+    def _create_schema(self) -> None:
+        with self.transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic unit; nested calls join the outer transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        else:
+            self._conn.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # --- profile values ------------------------------------------------------------
+
+    def _get(self, k: str) -> bytes | None:
+        row = self._conn.execute("SELECT v FROM profile WHERE k = ?", (k,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _set(self, k: str, v: bytes | None) -> None:
+        with self.transaction():
+            if v is None:
+                self._conn.execute("DELETE FROM profile WHERE k = ?", (k,))
+            else:
+                self._conn.execute("INSERT OR REPLACE INTO profile VALUES (?, ?)", (k, v))
+
+    def _text(self, k: str) -> str | None:
+        raw = self._get(k)
+        return None if raw is None else raw.decode()
+
+    @property
+    def address(self) -> str:
+        return self._text("address") or ""
+
+    @property
+    def server_url(self) -> str:
+        return self._text("server_url") or ""
+
+    def set_server_url(self, url: str) -> None:
+        self._set("server_url", url.encode())
+
+    @property
+    def device_id(self) -> str | None:
+        return self._text("device_id")
+
+    def set_device_id(self, device_id: str | None) -> None:
+        self._set("device_id", None if device_id is None else device_id.encode())
+
+    def flag(self, name: str) -> bool:
+        return self._get(f"flag.{name}") == b"1"
+
+    def set_flag(self, name: str, value: bool) -> None:
+        self._set(f"flag.{name}", b"1" if value else None)
+
+    @property
+    def cursor(self) -> int:
+        raw = self._get("cursor")
+        return int(raw) if raw else 0
+
+    def set_cursor(self, pos: int) -> None:
+        self._set("cursor", str(pos).encode())
+
+    # --- sealed secrets ------------------------------------------------------------
+
+    def put_secret(self, name: str, value: bytes | None) -> None:
+        with self.transaction():
+            if value is None:
+                self._conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
+                return
+            sealed = self.keys.box.seal(value, f"emsg.secret.{name}")
+            self._conn.execute("INSERT OR REPLACE INTO secrets VALUES (?, ?)", (name, sealed))
+
+    def get_secret(self, name: str) -> bytes | None:
+        row = self._conn.execute("SELECT sealed FROM secrets WHERE name = ?", (name,)).fetchone()
+        return None if row is None else self.keys.box.open(bytes(row[0]), f"emsg.secret.{name}")
+
+    @property
+    def token(self) -> str | None:
+        raw = self.get_secret("token")
+        return None if raw is None else raw.decode()
+
+    def set_token(self, token: str | None) -> None:
+        self.put_secret("token", None if token is None else token.encode())
+
+    # --- CryptoStore ---------------------------------------------------------------
+
+    def load_account(self) -> str | None:
+        row = self._conn.execute("SELECT pickle FROM account WHERE id = 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def save_account(self, pickle: str) -> None:
+        with self.transaction():
+            self._conn.execute("INSERT OR REPLACE INTO account VALUES (1, ?)", (pickle,))
+
+    def load_sessions(self, peer_key: str) -> list[str]:
+        rows = self._conn.execute(
+            "SELECT pickle FROM sessions WHERE peer_key = ? ORDER BY used DESC", (peer_key,)
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def save_session(self, peer_key: str, session_id: str, pickle: str) -> None:
+        with self.transaction():
+            (used,) = self._conn.execute(
+                "SELECT COALESCE(MAX(used), 0) + 1 FROM sessions"
+            ).fetchone()
+            self._conn.execute(
+                "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?)",
+                (peer_key, session_id, pickle, used),
+            )
+
+    def has_replay_hash(self, digest: bytes) -> bool:
+        row = self._conn.execute("SELECT 1 FROM replay WHERE digest = ?", (digest,)).fetchone()
+        return row is not None
+
+    def add_replay_hash(self, digest: bytes) -> None:
+        with self.transaction():
+            self._conn.execute("INSERT OR IGNORE INTO replay VALUES (?)", (digest,))
+
+    def load_identity(self) -> bytes | None:
+        row = self._conn.execute("SELECT sealed FROM secrets WHERE name = 'identity'").fetchone()
+        return None if row is None else bytes(row[0])
+
+    def save_identity(self, sealed: bytes) -> None:
+        with self.transaction():
+            self._conn.execute("INSERT OR REPLACE INTO secrets VALUES ('identity', ?)", (sealed,))
+
+    def reset_device(self) -> None:
+        """Forget the old device's Olm state when this profile becomes a new device."""
+        with self.transaction():
+            for table in ("account", "sessions", "seen_envelopes"):
+                self._conn.execute(f"DELETE FROM {table}")
+            self._conn.execute("DELETE FROM profile WHERE k IN ('cursor', 'device_id')")
+
+    # --- contacts ------------------------------------------------------------------
+
+    def contact(self, address: str) -> PinnedContact | None:
+        row = self._conn.execute(
+            "SELECT address, state, identity_key, verified, message, since FROM contacts "
+            "WHERE address = ?",
+            (address,),
+        ).fetchone()
+        return None if row is None else _pinned(row)
+
+    def all_contacts(self) -> list[PinnedContact]:
+        rows = self._conn.execute(
+            "SELECT address, state, identity_key, verified, message, since FROM contacts "
+            "ORDER BY address"
+        ).fetchall()
+        return [_pinned(r) for r in rows]
+
+    def put_contact(self, contact: PinnedContact) -> None:
+        with self.transaction():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO contacts VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    contact.address,
+                    contact.state,
+                    contact.identity_key,
+                    int(contact.verified),
+                    contact.message,
+                    contact.since,
+                ),
+            )
+
+    # --- history -------------------------------------------------------------------
+
+    def add_message(self, message: Message) -> bool:
+        """Store a message once; False if its content id was already stored."""
+        sealed = self.keys.box.seal(message.body.encode(), f"emsg.message.{message.id}")
+        with self.transaction():
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    message.id,
+                    message.sender,
+                    message.recipient,
+                    message.peer(),
+                    sealed,
+                    message.sent_at,
+                    message.received_at,
+                    message.direction,
+                ),
+            )
+            return cur.rowcount == 1
+
+    def history(self, peer: str | None = None) -> list[Message]:
+        query = "SELECT id, sender, recipient, body, sent_at, received_at, direction FROM messages"
+        args: tuple[str, ...] = ()
+        if peer is not None:
+            query, args = query + " WHERE peer = ?", (peer,)
+        rows = self._conn.execute(query + " ORDER BY sent_at, rowid", args).fetchall()
+        return [self._message(*row) for row in rows]
+
+    def _message(
+        self,
+        mid: str,
+        sender: str,
+        recipient: str,
+        body: bytes,
+        sent_at: int,
+        received_at: int | None,
+        direction: Direction,
+    ) -> Message:
+        text = self.keys.box.open(bytes(body), f"emsg.message.{mid}").decode()
+        return Message(mid, sender, recipient, text, sent_at, received_at, direction)
+
+    def seen(self, envelope_id: str) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM seen_envelopes WHERE id = ?", (envelope_id,)
+        ).fetchone()
+        return row is not None
+
+    def mark_seen(self, envelope_id: str) -> None:
+        with self.transaction():
+            self._conn.execute("INSERT OR IGNORE INTO seen_envelopes VALUES (?)", (envelope_id,))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,236 @@
+"""HTTP and WebSocket access to a homeserver's client API.
+
+Error replies become the same `EmsgError` subclasses the server raised (via
+`proto.errors.error_from_wire`), so callers catch `Unauthorized` or `RateLimited`
+by class. Network failures stay `httpx.TransportError` / `OSError`, which callers
+may retry: every request the client repeats is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from emsg.proto.errors import (
+    EmsgError,
+    ProtocolViolation,
+    Unauthorized,
+    error_from_wire,
+)
+from emsg.proto.jsoncodec import dumps, loads_strict
+from emsg.proto.wire import (
+    API_PREFIX,
+    ErrorFrame,
+    Event,
+    EventFrame,
+    OutgoingEnvelope,
+    PongFrame,
+    ReadyFrame,
+    SendResult,
+    SentFrame,
+    ServerFrame,
+    model_dump,
+)
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+_SERVER_FRAME: Final = TypeAdapter[ServerFrame](ServerFrame)
+AUTH_FAILED_CLOSE: Final = 4401
+
+
+def path_address(address: str) -> str:
+    """An address as one URL path segment (`#` must be escaped)."""
+    return quote(address, safe="")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
+class HttpApi:
+    """The client API over httpx, with the bearer token of one device."""
+
+    def __init__(
+        self,
+        server_url: str,
+        token: str | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.token = token
+        self._http = httpx.AsyncClient(
+            base_url=self.server_url + API_PREFIX, transport=transport, timeout=timeout
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: BaseModel | Mapping[str, Any] | None = None,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - per request, passed to httpx
+    ) -> Any:
+        """Send one request and return the parsed JSON reply, or raise its error."""
+        headers = {"Accept": "application/json"}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        content: bytes | None = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            content = dumps(model_dump(body) if isinstance(body, BaseModel) else dict(body))
+        response = await self._http.request(
+            method,
+            path,
+            content=content,
+            headers=headers,
+            params=params,
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+        try:
+            payload = loads_strict(response.content) if response.content else None
+        except EmsgError:
+            payload = None
+        if response.is_success:
+            return payload
+        raise error_from_wire(response.status_code, payload, _retry_after(response))
+
+    async def get_model(self, model: type[M], path: str, **params: str | int) -> M:
+        return model.model_validate(await self.call("GET", path, params=params or None))
+
+    async def call_model(
+        self, model: type[M], method: str, path: str, body: BaseModel | None = None
+    ) -> M:
+        return model.model_validate(await self.call(method, path, body))
+
+    def stream_url(self) -> str:
+        base = self.server_url
+        if base.startswith("https://"):
+            base = "wss://" + base.removeprefix("https://")
+        elif base.startswith("http://"):
+            base = "ws://" + base.removeprefix("http://")
+        return base + API_PREFIX + "/stream"
+
+
+class StreamSession:
+    """One authenticated WebSocket on `/stream`: events in, acks and sends out.
+
+    A reader task owns the socket's receiving side: events go to a queue that
+    `events()` drains, and `sent`/`error` replies resolve the futures of pipelined
+    sends by `txn_id`.
+    """
+
+    def __init__(self, ws: ClientConnection, ready: ReadyFrame) -> None:
+        self._ws = ws
+        self.ready = ready
+        self._events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        self._pending: dict[str, asyncio.Future[SendResult]] = {}
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(cls, url: str, token: str, since: int) -> StreamSession:
+        ws = await connect(url, max_size=1024 * 1024, open_timeout=15)
+        try:
+            await ws.send(dumps({"type": "auth", "token": token, "since": since}).decode())
+            frame = _parse(await ws.recv())
+        except ConnectionClosed as exc:
+            await ws.close()
+            if exc.rcvd is not None and exc.rcvd.code == AUTH_FAILED_CLOSE:
+                raise Unauthorized("the stream refused the token") from None
+            raise
+        except BaseException:
+            await ws.close()
+            raise
+        if isinstance(frame, ErrorFrame):
+            await ws.close()
+            raise error_from_wire(401, {"error": model_dump(frame.error)})
+        if not isinstance(frame, ReadyFrame):
+            await ws.close()
+            raise ProtocolViolation(f"expected a ready frame, got {frame.type}")
+        return cls(ws, frame)
+
+    async def _read(self) -> None:
+        failure: BaseException
+        try:
+            async for raw in self._ws:
+                frame = _parse(raw)
+                if isinstance(frame, EventFrame):
+                    self._events.put_nowait(frame.event)
+                elif isinstance(frame, SentFrame):
+                    future = self._pending.pop(frame.result.txn_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(frame.result)
+                elif isinstance(frame, ErrorFrame):
+                    error = error_from_wire(400, {"error": model_dump(frame.error)})
+                    future = self._pending.pop(frame.txn_id or "", None)
+                    if future is not None and not future.done():
+                        future.set_exception(error)
+                    elif frame.txn_id is None:
+                        log.warning("stream error: %s", frame.error.message)
+                elif not isinstance(frame, PongFrame | ReadyFrame):  # pragma: no cover
+                    log.debug("ignoring frame %s", frame)
+            failure = ConnectionError("the server closed the stream")
+        except ConnectionClosed as exc:
+            failure = exc
+        except Exception as exc:  # a malformed frame: the session is unusable
+            failure = exc
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(failure)
+        self._pending.clear()
+        self._events.put_nowait(failure)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Events in queue order until the connection ends (then its error is raised)."""
+        while True:
+            item = await self._events.get()
+            if isinstance(item, BaseException):
+                rcvd = item.rcvd if isinstance(item, ConnectionClosed) else None
+                if rcvd is not None and rcvd.code == AUTH_FAILED_CLOSE:
+                    raise Unauthorized("the stream closed: token refused")
+                raise item
+            yield item
+
+    async def ack(self, pos: int) -> None:
+        await self._ws.send(dumps({"type": "ack", "pos": pos}).decode())
+
+    async def send(self, txn_id: str, envelopes: list[OutgoingEnvelope]) -> SendResult:
+        """Send and wait for its `sent` reply; other sends may be in flight meanwhile."""
+        future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
+        self._pending[txn_id] = future
+        frame = {"type": "send", "txn_id": txn_id, "envelopes": [model_dump(e) for e in envelopes]}
+        await self._ws.send(dumps(frame).decode())
+        return await future
+
+    async def ping(self) -> None:
+        await self._ws.send('{"type":"ping"}')
+
+    async def aclose(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader
+        await self._ws.close()
+
+
+def _parse(raw: str | bytes) -> ServerFrame:
+    try:
+        return _SERVER_FRAME.validate_python(loads_strict(raw))
+    except (EmsgError, ValidationError) as exc:
+        raise ProtocolViolation(f"malformed frame from the server: {exc}") from None

@@ -1,0 +1,62 @@
+"""Client-side crypto errors, in the same tree as the wire errors.
+
+They never travel over the wire; `code` is the closest wire code so a front end that
+only looks at codes still does something sensible, and `kind` names them exactly.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from emsg.proto.errors import EmsgError, ErrorCode
+
+
+class CryptoError(EmsgError):
+    code, status = ErrorCode.INTERNAL, 500
+    kind: ClassVar[str] = "crypto_error"
+
+    @classmethod
+    def default_message(cls) -> str:
+        return cls.kind.replace("_", " ")
+
+
+class DecryptionFailed(CryptoError):
+    """The ciphertext does not decrypt with any session (corrupt, misaddressed, forged)."""
+
+    code, status = ErrorCode.PROTOCOL_VIOLATION, 400
+    kind = "decryption_failed"
+
+
+class ContentRejected(DecryptionFailed):
+    """It decrypted, but the content breaks protocol.md §9 (wrong from/to/device)."""
+
+    kind = "content_rejected"
+
+
+class ReplayedMessage(DecryptionFailed):
+    """A pre-key message that was already accepted once (protocol.md §9)."""
+
+    kind = "replayed_message"
+
+
+class UntrustedDevice(CryptoError):
+    """A key or device that does not chain up to a verified device list."""
+
+    code, status = ErrorCode.BAD_SIGNATURE, 400
+    kind = "untrusted_device"
+
+
+class InvalidKey(CryptoError):
+    """A malformed or weak (all-zero, low-order) public key."""
+
+    code, status = ErrorCode.INVALID_REQUEST, 400
+    kind = "invalid_key"
+
+
+class WrongPassphrase(CryptoError):
+    code, status = ErrorCode.UNAUTHORIZED, 401
+    kind = "wrong_passphrase"
+
+    @classmethod
+    def default_message(cls) -> str:
+        return "wrong passphrase for this profile"

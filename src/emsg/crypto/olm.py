@@ -1,0 +1,214 @@
+"""Olm 1:1 encryption of `Content` between devices, with protocol.md §9's checks.
+
+`Olm` binds a `CryptoStore` to this device. It reloads the account from the store
+whenever it needs it, so two processes sharing a profile never act on a stale
+account. Sessions are decrypted on a copy (unpickle, decrypt, pickle) and saved
+only after a successful decryption, so a corrupt, forged or misaddressed message
+can neither advance nor wedge a session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import vodozemac
+from pydantic import ValidationError
+
+from emsg.crypto import replay
+from emsg.crypto.curve import curve25519_key
+from emsg.crypto.device import Device, verify_device_keys, verify_one_time_key
+from emsg.crypto.errors import ContentRejected, DecryptionFailed, UntrustedDevice
+from emsg.crypto.identity import VerifiedDeviceList
+from emsg.crypto.keys import PickleKey
+from emsg.crypto.store import CryptoStore
+from emsg.proto import b64
+from emsg.proto.content import Content
+from emsg.proto.errors import EmsgError
+from emsg.proto.jsoncodec import dumps, loads_strict
+from emsg.proto.wire import Ciphertext, ClaimedDevice, Envelope, OutgoingEnvelope
+
+PRE_KEY, NORMAL = 0, 1
+
+
+@dataclass(frozen=True, slots=True)
+class Decrypted:
+    """A content that decrypted and passed every §9 check."""
+
+    content: Content
+    sender: str
+    sender_device: str
+    used_one_time_key: bool  # a new inbound session: time to check the key count
+
+
+def encode_content(content: Content) -> bytes:
+    return dumps(content.model_dump(mode="json", by_alias=True))
+
+
+def decode_content(plaintext: bytes) -> Content:
+    try:
+        return Content.model_validate(loads_strict(plaintext))
+    except (EmsgError, ValidationError) as exc:
+        raise ContentRejected(f"the decrypted content is malformed: {exc}") from None
+
+
+class Olm:
+    """This device's end of every Olm session, over a `CryptoStore`."""
+
+    def __init__(self, store: CryptoStore, key: PickleKey, address: str, device_id: str) -> None:
+        self._store = store
+        self._key = key
+        self.address = address
+        self.device_id = device_id
+
+    def load_device(self) -> Device:
+        pickle = self._store.load_account()
+        if pickle is None:
+            raise DecryptionFailed("this profile has no device account")
+        return Device.from_pickle(pickle, self._key, self.address, self.device_id)
+
+    def save_device(self, device: Device) -> None:
+        self._store.save_account(device.pickle(self._key))
+
+    def has_session(self, peer_curve25519: str) -> bool:
+        return bool(self._store.load_sessions(peer_curve25519))
+
+    # --- sending -------------------------------------------------------------------
+
+    def encrypt(
+        self,
+        content: Content,
+        peer: VerifiedDeviceList,
+        device_id: str,
+        claimed: ClaimedDevice | None = None,
+    ) -> OutgoingEnvelope:
+        """Encrypt `content` to one device of a verified list.
+
+        Reuses the newest session with that device; otherwise `claimed` (from
+        `/keys/claim`) must hold its device keys and a one-time key, both of which
+        are checked against the verified list before a session is made.
+        """
+        listed = peer.device(device_id)
+        peer_key = curve25519_key(listed.curve25519)
+        if content.from_ != self.address or content.from_device != self.device_id:
+            raise ContentRejected("content must name this device as its sender")
+        pickles = self._store.load_sessions(listed.curve25519)
+        if pickles:
+            session = self._unpickle_session(pickles[0])
+        else:
+            if claimed is None or claimed.one_time_key is None:
+                raise UntrustedDevice(
+                    f"no session with {peer.address}/{device_id} and no one-time key to start one"
+                )
+            verify_device_keys(claimed.device_keys, listed, peer.address)
+            one_time_key = verify_one_time_key(claimed.one_time_key, listed)
+            session = self.load_device().account.create_outbound_session(peer_key, one_time_key)
+        message_type, body = session.encrypt(encode_content(content)).to_parts()
+        self._store.save_session(
+            listed.curve25519, session.session_id, session.pickle(self._key.raw)
+        )
+        return OutgoingEnvelope(
+            to=peer.address,
+            device_id=device_id,
+            ciphertext=Ciphertext(
+                type=PRE_KEY if message_type == PRE_KEY else NORMAL,
+                body=b64.encode(body),
+                sender_key=self.load_device().curve25519,
+            ),
+        )
+
+    # --- receiving -----------------------------------------------------------------
+
+    def decrypt(self, envelope: Envelope, sender_devices: VerifiedDeviceList) -> Decrypted:
+        """Decrypt an envelope for this device and enforce protocol.md §9.
+
+        `sender_devices` is the sender's device list, verified by the caller under
+        the identity key it pinned (or this account's own key for its own devices).
+        Raises `DecryptionFailed` (or its `ReplayedMessage`/`ContentRejected`).
+        """
+        self._check_envelope(envelope, sender_devices)
+        ciphertext = envelope.ciphertext
+        try:
+            body = b64.decode(ciphertext.body)
+            message = vodozemac.AnyOlmMessage.from_parts(ciphertext.type, body)
+        except (EmsgError, ValueError):
+            raise DecryptionFailed("the ciphertext is not an Olm message") from None
+        pre_key = message.to_pre_key() if ciphertext.type == PRE_KEY else None
+        if ciphertext.type == PRE_KEY:
+            if pre_key is None:
+                raise DecryptionFailed("a type 0 ciphertext that is not a pre-key message")
+            replay.check_fresh(self._store, body)
+
+        plaintext = self._decrypt_existing(ciphertext.sender_key, message, pre_key)
+        used_one_time_key = False
+        if plaintext is None:
+            if pre_key is None:
+                raise DecryptionFailed("no session with this sender decrypts the message")
+            plaintext = self._decrypt_new(ciphertext.sender_key, pre_key)
+            used_one_time_key = True
+        if pre_key is not None:
+            replay.remember(self._store, body)
+
+        content = decode_content(plaintext)
+        self._check_content(envelope, content)
+        return Decrypted(content, envelope.sender, envelope.sender_device, used_one_time_key)
+
+    def _check_envelope(self, envelope: Envelope, sender_devices: VerifiedDeviceList) -> None:
+        if (envelope.recipient, envelope.device_id) != (self.address, self.device_id):
+            raise DecryptionFailed("the envelope is addressed to another device")
+        if sender_devices.address != envelope.sender:
+            raise UntrustedDevice("the device list passed is not the sender's")
+        listed = sender_devices.device(envelope.sender_device)
+        if listed.curve25519 != envelope.ciphertext.sender_key:
+            raise UntrustedDevice(
+                f"sender key is not the key of {envelope.sender}/{envelope.sender_device}"
+            )
+        curve25519_key(envelope.ciphertext.sender_key)  # refuses low-order keys
+
+    def _check_content(self, envelope: Envelope, content: Content) -> None:
+        if content.from_ != envelope.sender or content.from_device != envelope.sender_device:
+            raise ContentRejected("the content names another sender than the envelope")
+        if envelope.sender == self.address:
+            # a copy of our own message from another of our devices: `to` is the peer
+            if envelope.sender_device == self.device_id:
+                raise ContentRejected("a message from this very device")
+        elif content.to != self.address:
+            raise ContentRejected("the content is addressed to someone else")
+
+    def _unpickle_session(self, pickle: str) -> vodozemac.Session:
+        try:
+            return vodozemac.Session.from_pickle(pickle, self._key.raw)
+        except (vodozemac.PickleException, ValueError):
+            raise DecryptionFailed("a session pickle does not decrypt") from None
+
+    def _decrypt_existing(
+        self,
+        sender_key: str,
+        message: vodozemac.AnyOlmMessage,
+        pre_key: vodozemac.PreKeyMessage | None,
+    ) -> bytes | None:
+        for pickle in self._store.load_sessions(sender_key):
+            session = self._unpickle_session(pickle)  # a fresh copy every time
+            if pre_key is not None and not session.session_matches(pre_key):
+                continue
+            try:
+                plaintext = session.decrypt(message)
+            except (vodozemac.OlmDecryptionException, ValueError):
+                if pre_key is not None:
+                    # the pre-key message belongs to this session and still fails
+                    raise DecryptionFailed("the pre-key message does not decrypt") from None
+                continue
+            self._store.save_session(sender_key, session.session_id, session.pickle(self._key.raw))
+            return plaintext
+        return None
+
+    def _decrypt_new(self, sender_key: str, pre_key: vodozemac.PreKeyMessage) -> bytes:
+        device = self.load_device()
+        try:
+            session, plaintext = device.account.create_inbound_session(
+                curve25519_key(sender_key), pre_key
+            )
+        except (vodozemac.SessionCreationException, ValueError):
+            raise DecryptionFailed("the pre-key message does not start a session") from None
+        self.save_device(device)  # the one-time key is used up
+        self._store.save_session(sender_key, session.session_id, session.pickle(self._key.raw))
+        return plaintext

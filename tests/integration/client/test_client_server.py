@@ -1,0 +1,106 @@
+"""Two clients against a real homeserver process: register, befriend, talk both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emsg.client import Client, ClientEvent, WrongPassphrase
+from emsg.crypto.keys import FAST_KDF_FOR_TESTS
+from emsg.testing import ServerProcess
+
+DOMAIN = "a.example"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with ServerProcess(DOMAIN, tmp_path_factory.mktemp("server")) as proc:
+        yield proc
+
+
+async def register(server: ServerProcess, home: Path, local: str) -> Client:
+    return await Client.register(
+        home, f"{local}#{DOMAIN}", PASSWORD, server.url, kdf=FAST_KDF_FOR_TESTS
+    )
+
+
+async def friends(server: ServerProcess, tmp_path: Path) -> tuple[Client, Client]:
+    suffix = secrets.token_hex(4)  # the server is shared by the module's tests
+    alice = await register(server, tmp_path / "alice", f"alice{suffix}")
+    bob = await register(server, tmp_path / "bob", f"bob{suffix}")
+    await alice.add_contact(str(bob.address), "hi, it's alice")
+    requests = await bob.contact_requests()
+    assert [(r.address, r.state) for r in requests] == [(str(alice.address), "incoming")]
+    assert requests[0].identity_key == alice.identity_key
+    accepted = await bob.accept_contact(str(alice.address))
+    assert accepted.state == "friend"
+    return alice, bob
+
+
+async def test_register_befriend_and_talk_both_ways(server: ServerProcess, tmp_path: Path) -> None:
+    alice, bob = await friends(server, tmp_path)
+    async with alice, bob:
+        assert (await alice.whoami())["address"] == str(alice.address)
+        sent = await alice.send_text(str(bob.address), "hello bob")
+        got = await bob.fetch()
+        assert [(m.id, m.body, m.sender, m.direction) for m in got] == [
+            (sent.id, "hello bob", str(alice.address), "in")
+        ]
+        assert await bob.fetch() == []  # acknowledged, not redelivered
+        await bob.send_text(str(alice.address), "hello alice")
+        await bob.send_text(str(alice.address), "second")
+        events = await alice.fetch()
+        assert [m.body for m in events if m.body != "hello bob"] == ["hello alice", "second"]
+        assert [m.body for m in alice.history(str(bob.address))] == [
+            "hello bob",
+            "hello alice",
+            "second",
+        ]
+        contacts = {c.address: c for c in await alice.contacts()}
+        assert contacts[str(bob.address)].state == "friend"
+        assert contacts[str(bob.address)].identity_key == bob.identity_key
+
+
+async def test_listen_receives_live_and_reopen(server: ServerProcess, tmp_path: Path) -> None:
+    alice, bob = await friends(server, tmp_path)
+    async with alice:
+        received: list[ClientEvent] = []
+
+        async def consume() -> None:
+            async for event in bob.listen():
+                received.append(event)
+                if len([e for e in received if e.kind == "message"]) == 3:
+                    return
+
+        task = asyncio.create_task(consume())
+        try:
+            for i in range(3):
+                await alice.send_text(str(bob.address), f"live {i}")
+            await asyncio.wait_for(task, 20)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await bob.aclose()
+        assert [e.message.body for e in received if e.message] == ["live 0", "live 1", "live 2"]
+
+        with pytest.raises(WrongPassphrase):
+            await Client.open(tmp_path / "bob", "not the password")
+        async with await Client.open(tmp_path / "bob", PASSWORD) as again:
+            assert [m.body for m in again.history()] == ["live 0", "live 1", "live 2"]
+            await again.send_text(str(alice.address), "after reopen")
+        assert [m.body for m in await alice.fetch()] == ["after reopen"]
+
+
+async def test_contact_accepted_event_marks_friend(server: ServerProcess, tmp_path: Path) -> None:
+    alice = await register(server, tmp_path / "alice", "carol")
+    bob = await register(server, tmp_path / "bob", "dave")
+    async with alice, bob:
+        await alice.add_contact(str(bob.address))
+        await bob.accept_contact(str(alice.address))
+        await alice.fetch()
+        assert {c.address: c.state for c in await alice.contacts()} == {str(bob.address): "friend"}

@@ -1,0 +1,125 @@
+"""The local profile store: encrypted at rest, wrong passphrase is a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emsg.client import Message, NoProfile, ProfileExists, WrongPassphrase
+from emsg.client.store import DB_NAME, PinnedContact, ProfileStore
+from emsg.crypto.device import Device
+from emsg.crypto.identity import IdentityKey, seal_identity
+from emsg.crypto.keys import FAST_KDF_FOR_TESTS
+
+PASS = "correct horse battery"
+MARKER = "PLAINTEXT-MARKER-4f1c"
+
+
+def make(home: Path) -> ProfileStore:
+    return ProfileStore.create(
+        home, PASS, address="alice#a.example", server_url="http://s", kdf=FAST_KDF_FOR_TESTS
+    )
+
+
+def test_create_open_and_errors(tmp_path: Path) -> None:
+    with pytest.raises(NoProfile):
+        ProfileStore.open(tmp_path, PASS)
+    store = make(tmp_path)
+    store.set_device_id("DEV1")
+    store.set_token("tok")
+    store.close()
+    with pytest.raises(ProfileExists):
+        make(tmp_path)
+    with pytest.raises(WrongPassphrase):
+        ProfileStore.open(tmp_path, "wrong passphrase")
+    again = ProfileStore.open(tmp_path, PASS)
+    assert (again.address, again.device_id, again.token) == ("alice#a.example", "DEV1", "tok")
+    again.close()
+
+
+def test_nothing_secret_is_stored_in_the_clear(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    identity = IdentityKey.generate()
+    device = Device.create("alice#a.example", "DEV1")
+    with store.transaction():
+        store.set_token(f"token-{MARKER}")
+        store.put_secret("note", MARKER.encode())
+        store.save_identity(seal_identity(identity, store.keys.box))
+        store.save_account(device.pickle(store.keys.pickle_key))
+        store.add_message(
+            Message("m1", "bob#b.example", "alice#a.example", f"body {MARKER}", 1, 2, "in")
+        )
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith(DB_NAME))
+    for needle in (MARKER.encode(), identity.private_bytes(), b"PLAINTEXT"):
+        assert needle not in raw
+    again = ProfileStore.open(tmp_path, PASS)
+    assert again.token == f"token-{MARKER}"
+    assert again.get_secret("note") == MARKER.encode()
+    assert [m.body for m in again.history("bob#b.example")] == [f"body {MARKER}"]
+    account = again.load_account()
+    assert account is not None
+    assert (
+        Device.from_pickle(account, again.keys.pickle_key, "a#b.c", "D").ed25519 == device.ed25519
+    )
+    again.close()
+
+
+def test_history_dedupes_by_content_id_and_orders(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    later = Message("m2", "alice#a.example", "bob#b.example", "later", 20, None, "out")
+    first = Message("m1", "bob#b.example", "alice#a.example", "first", 10, 11, "in")
+    assert store.add_message(later)
+    assert store.add_message(first)
+    assert not store.add_message(first)
+    assert [m.id for m in store.history()] == ["m1", "m2"]
+    assert [m.id for m in store.history("bob#b.example")] == ["m1", "m2"]
+    assert store.history("carol#c.example") == []
+    assert first.to_json()["from"] == "bob#b.example"
+    store.close()
+
+
+def test_sessions_most_recent_first_and_replay_and_cursor(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    store.save_session("peer", "s1", "p1")
+    store.save_session("peer", "s2", "p2")
+    store.save_session("peer", "s1", "p1b")
+    assert store.load_sessions("peer") == ["p1b", "p2"]
+    assert not store.has_replay_hash(b"h")
+    store.add_replay_hash(b"h")
+    assert store.has_replay_hash(b"h")
+    store.set_cursor(7)
+    assert store.cursor == 7
+    assert not store.seen("e1")
+    store.mark_seen("e1")
+    assert store.seen("e1")
+    store.close()
+
+
+def test_transaction_rolls_back_everything(tmp_path: Path) -> None:
+    store = make(tmp_path)
+
+    def crash_half_way() -> None:
+        with store.transaction():
+            store.put_contact(PinnedContact("bob#b.example", "friend", "k", False, "", 1))
+            store.set_cursor(9)
+            raise RuntimeError("crash half-way")
+
+    with pytest.raises(RuntimeError):
+        crash_half_way()
+    assert store.contact("bob#b.example") is None
+    assert store.cursor == 0
+    store.close()
+
+
+def test_two_connections_take_turns(tmp_path: Path) -> None:
+    one = make(tmp_path)
+    two = ProfileStore.open(tmp_path, PASS)
+    with one.transaction():
+        one.set_cursor(1)
+    with two.transaction():
+        two.set_cursor(two.cursor + 1)
+    assert one.cursor == 2
+    one.close()
+    two.close()
