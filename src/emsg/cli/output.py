@@ -1,0 +1,70 @@
+"""Everything the CLI prints: rich for people on stdout, JSON for scripts, one-line errors.
+
+Consoles are made per call: rich then writes to whatever `sys.stdout`/`sys.stderr` is at
+that moment (a pipe, a terminal, a test runner's buffer).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+
+def stdout() -> Console:
+    return Console(highlight=False, emoji=False)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
+
+
+def say(text: str | Text) -> None:
+    """One line for people (rich markup allowed in `str`; escape what users typed)."""
+    stdout().print(text, soft_wrap=True)
+
+
+def note(text: str | Text) -> None:
+    """Status for people that must not mix into stdout (which scripts may parse)."""
+    stderr().print(text, style="dim")
+
+
+def error_line(code: str, message: str) -> None:
+    """The single line every failure prints: `error: CODE: MESSAGE`."""
+    flat = " ".join(message.split())
+    line = Text.assemble(("error", "bold red"), f": {code}: {flat}")
+    stderr().print(line, markup=False)
+
+
+def print_json(data: Any) -> None:
+    """One JSON document (an object or an array), for scripts."""
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def json_line(data: Any) -> None:
+    """One compact JSON object on one line, flushed at once (for live streams)."""
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[object]]) -> None:
+    grid = Table(title=title, title_justify="left", header_style="bold", expand=False)
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    for row in rows:
+        grid.add_row(*(Text(str(cell)) for cell in row))  # Text: user content is never markup
+    stdout().print(grid)
+
+
+def when(ms: int | None) -> str:
+    """A Unix time in milliseconds as local time, the way people read it."""
+    if not ms:
+        return ""
+    return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M")
