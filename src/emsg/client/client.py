@@ -87,6 +87,8 @@ class Client:
         self._olm = Olm(store, store.keys.pickle_key, str(self.address), self.device_id)
         self._keyring = Keyring(api, store, self._olm, identity)
         self._inbox = Inbox(store, self._olm, self._keyring)
+        # The stream `listen()` holds open, if any: sends are pipelined over it.
+        self._stream: StreamSession | None = None
 
     # --- opening and closing -------------------------------------------------------
 
@@ -409,7 +411,17 @@ class Client:
         return results
 
     async def _put_send(self, txn_id: str, batch: SendRequest) -> SendResult:
-        """PUT the same transaction until the server answers: it is idempotent."""
+        """Send over the open stream if there is one, else PUT until the server answers.
+
+        Both routes take the same transaction id, so a send that failed on the stream
+        and is repeated over HTTP is stored once.
+        """
+        stream = self._stream
+        if stream is not None:
+            try:
+                return await stream.send(txn_id, list(batch.envelopes))
+            except (OSError, WebSocketException, ProtocolViolation) as exc:
+                log.info("stream send %s failed (%s); falling back to HTTP", txn_id, exc)
         delay = 0.25
         for attempt in range(_SEND_ATTEMPTS):
             try:
@@ -460,6 +472,7 @@ class Client:
                 delay = min(delay * 2, _MAX_BACKOFF)
                 continue
             delay = 0.5
+            self._stream = stream
             try:
                 async for event in stream.events():
                     items = await self._inbox.process(event)
@@ -472,6 +485,7 @@ class Client:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
             finally:
+                self._stream = None
                 await stream.aclose()
 
     async def replenish_keys(self) -> None:

@@ -1,0 +1,290 @@
+"""Load benchmark for one homeserver on loopback, with real E2E encryption on both ends.
+
+Not a test: it prints figures for docs/benchmarks.md. It starts a real server process
+(SQLite in a temporary folder, rate limits raised so that the limiter is not what is
+measured) and drives it with real `emsg.client.Client`s in this process, so the load
+generator shares the machine's cores with the server, as the targets require.
+
+    python benchmarks/load.py                # everything
+    python benchmarks/load.py --only latency --messages 500
+
+Phases:
+- throughput: N sender clients (1, 10, 50) each send to their own listening receiver
+  over HTTP; messages/s accepted (acknowledged sends) and delivered (decrypted by the
+  receiver), every one committed before it was acknowledged.
+- pipelined: senders that hold the WebSocket stream open send over it with a window
+  of concurrent sends, each acknowledged by transaction id.
+- latency: one sender at a steady 100 messages/s, one receiver listening on the
+  WebSocket; p50/p95/p99 from just before `send_text` to the decrypted message.
+- idle: server RSS with 1,000 idle authenticated WebSocket connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import secrets
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+from emsg.client import Client
+from emsg.crypto.keys import FAST_KDF_FOR_TESTS
+from emsg.testing import ServerProcess
+
+DOMAIN = "bench.test"
+PASSWORD = "benchmark password"
+CONFIG = """
+token_ttl = "1d"
+[limits]
+account_rate = 1000000
+account_burst = 1000000
+ip_auth_rate_per_minute = 1000000
+ip_auth_burst = 1000000
+"""
+
+
+@dataclass
+class Receiver:
+    client: Client
+    expected: int = 0
+    received: int = 0
+    arrivals: dict[str, float] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        async for event in self.client.listen():
+            if event.message is None:
+                continue
+            self.arrivals[event.message.body] = time.perf_counter()
+            self.received += 1
+            if self.received >= self.expected:
+                self.done.set()
+
+
+async def make_clients(server: ServerProcess, root: Path, prefix: str, n: int) -> list[Client]:
+    async def one(i: int) -> Client:
+        address = f"{prefix}{i}#{DOMAIN}"
+        return await Client.register(
+            root / f"{prefix}{i}", address, PASSWORD, server.url, kdf=FAST_KDF_FOR_TESTS
+        )
+
+    clients = []
+    for start in range(0, n, 10):  # a few at a time: registration hashes passwords
+        clients += await asyncio.gather(*(one(i) for i in range(start, min(n, start + 10))))
+    return clients
+
+
+async def start_receivers(clients: list[Client]) -> list[Receiver]:
+    receivers = [Receiver(c) for c in clients]
+    for r in receivers:
+        r.task = asyncio.create_task(r.run())
+    await asyncio.sleep(0.5)  # let every stream authenticate
+    return receivers
+
+
+async def stop(receivers: list[Receiver]) -> None:
+    for r in receivers:
+        if r.task is not None:
+            r.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await r.task
+
+
+async def warm_up(senders: list[Client], receivers: list[Receiver]) -> None:
+    """Establish the Olm sessions first: the steady state is what is measured."""
+    for r in receivers:
+        r.expected, r.received = 1, 0
+        r.done.clear()
+    await asyncio.gather(
+        *(
+            s.send_text(str(r.client.address), "warm-up")
+            for s, r in zip(senders, receivers, strict=True)
+        )
+    )
+    await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in receivers)), 60)
+
+
+async def throughput(
+    server: ServerProcess, root: Path, n: int, total: int, window: int, pipelined: bool
+) -> dict[str, Any]:
+    tag = f"{'p' if pipelined else 't'}{n}x{secrets.token_hex(2)}"
+    senders = await make_clients(server, root, f"s{tag}", n)
+    receivers = await start_receivers(await make_clients(server, root, f"r{tag}", n))
+    sender_streams = await start_receivers(senders) if pipelined else []
+    try:
+        await warm_up(senders, receivers)
+        per_sender = max(1, total // n)
+        for r in receivers:
+            r.expected, r.received = per_sender, 0
+            r.done.clear()
+
+        async def run_sender(sender: Client, receiver: Receiver) -> None:
+            to = str(receiver.client.address)
+            pending: set[asyncio.Task[Any]] = set()
+            for i in range(per_sender):
+                if len(pending) >= window:
+                    _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                pending.add(asyncio.create_task(sender.send_text(to, f"{tag}-{i}")))
+            await asyncio.gather(*pending)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(run_sender(s, r) for s, r in zip(senders, receivers, strict=True)))
+        accepted = time.perf_counter() - start
+        await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in receivers)), 600)
+        delivered = time.perf_counter() - start
+    finally:
+        await stop(receivers + sender_streams)
+        for c in senders + [r.client for r in receivers]:
+            await c.aclose()
+    count = per_sender * n
+    return {
+        "senders": n,
+        "route": "websocket (pipelined)" if pipelined else "http",
+        "window": window,
+        "messages": count,
+        "accepted_per_s": round(count / accepted),
+        "delivered_per_s": round(count / delivered),
+    }
+
+
+async def latency(server: ServerProcess, root: Path, rate: float, count: int) -> dict[str, Any]:
+    tag = f"l{secrets.token_hex(2)}"
+    (sender,) = await make_clients(server, root, f"s{tag}", 1)
+    receivers = await start_receivers(await make_clients(server, root, f"r{tag}", 1))
+    receiver = receivers[0]
+    try:
+        await warm_up([sender], receivers)
+        receiver.expected, receiver.received = count, 0
+        receiver.done.clear()
+        sent_at: dict[str, float] = {}
+        to = str(receiver.client.address)
+        tasks = []
+        start = time.perf_counter()
+        for i in range(count):
+            body = f"{tag}-{i}"
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent_at[body] = time.perf_counter()
+            tasks.append(asyncio.create_task(sender.send_text(to, body)))
+        await asyncio.gather(*tasks)
+        await asyncio.wait_for(receiver.done.wait(), 120)
+    finally:
+        await stop(receivers)
+        await sender.aclose()
+        await receiver.client.aclose()
+    millis = sorted((receiver.arrivals[b] - t) * 1000 for b, t in sent_at.items())
+    q = statistics.quantiles(millis, n=100, method="inclusive")
+    return {
+        "rate_per_s": rate,
+        "messages": count,
+        "p50_ms": round(q[49], 2),
+        "p95_ms": round(q[94], 2),
+        "p99_ms": round(q[98], 2),
+        "max_ms": round(millis[-1], 2),
+    }
+
+
+async def idle_connections(server: ServerProcess, connections: int) -> dict[str, Any]:
+    accounts = 20
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        tokens = []
+        for i in range(accounts):
+            reply = await http.post(
+                "/_emsg/v1/accounts",
+                json={"address": f"idle{i}x{secrets.token_hex(2)}#{DOMAIN}", "password": PASSWORD},
+            )
+            reply.raise_for_status()
+            tokens.append(reply.json()["token"])
+    await asyncio.sleep(1.0)
+    before = server.rss_bytes()
+    url = server.url.replace("http://", "ws://") + "/_emsg/v1/stream"
+    sockets = []
+    try:
+        for i in range(connections):
+            ws = await websockets.connect(url, max_size=1 << 20)
+            await ws.send(json.dumps({"type": "auth", "token": tokens[i % accounts], "since": 0}))
+            ready = json.loads(await ws.recv())
+            assert ready["type"] == "ready", ready
+            sockets.append(ws)
+        await asyncio.sleep(2.0)
+        after = server.rss_bytes()
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    return {
+        "connections": connections,
+        "rss_before_mib": round(before / 2**20, 1),
+        "rss_after_mib": round(after / 2**20, 1),
+        "kib_per_connection": round((after - before) / connections / 1024, 1),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    results: dict[str, Any] = {
+        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    with tempfile.TemporaryDirectory(prefix="emsg-bench-") as tmp:
+        root = Path(tmp)
+        config = root / "server.toml"
+        config.write_text(CONFIG)
+        server = ServerProcess(DOMAIN, root / "server", config=config).start()
+        try:
+            phases: dict[str, Callable[[], Awaitable[Any]]] = {
+                "throughput": lambda: sequential(
+                    throughput(server, root, n, args.messages, args.window, False)
+                    for n in args.senders
+                ),
+                "pipelined": lambda: sequential(
+                    throughput(server, root, n, args.messages, args.pipeline_window, True)
+                    for n in args.pipelined_senders
+                ),
+                "latency": lambda: latency(server, root, args.rate, args.latency_messages),
+                "idle": lambda: idle_connections(server, args.connections),
+            }
+            for name, run in phases.items():
+                if args.only and name not in args.only:
+                    continue
+                results[name] = await run()
+                print(json.dumps({name: results[name]}), flush=True)
+        finally:
+            server.stop()
+    print(json.dumps(results, indent=2))
+
+
+async def sequential(runs: Any) -> list[Any]:
+    return [await r for r in runs]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="*", choices=["throughput", "pipelined", "latency", "idle"])
+    parser.add_argument("--messages", type=int, default=3000, help="per throughput run")
+    parser.add_argument("--senders", type=int, nargs="*", default=[1, 10, 50])
+    parser.add_argument("--window", type=int, default=1, help="concurrent sends per HTTP sender")
+    parser.add_argument("--pipelined-senders", type=int, nargs="*", default=[1, 10])
+    parser.add_argument("--pipeline-window", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--latency-messages", type=int, default=1000)
+    parser.add_argument("--connections", type=int, default=1000)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
