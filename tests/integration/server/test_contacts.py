@@ -85,6 +85,23 @@ async def test_policy_requests_holds_then_releases_in_order(client: httpx.AsyncC
     assert resp.json()["envelopes"][0]["disposition"] == "queued"
 
 
+async def test_answering_a_strangers_held_messages_makes_friends(
+    client: httpx.AsyncClient,
+) -> None:
+    alice, bob = await register(client, "alice"), await register(client, "bob")
+    assert (await alice.put("/keys/device-list", alice.device_list(1))).status_code == 200
+    await bob.put("/policy", {"strangers": "requests"})
+    await alice.send("t1", bob)
+    resp = await ask(bob, alice, "sure, let's talk")
+    assert resp.json()["state"] == "friend"
+    assert resp.json()["identity_key"] == pub(alice.identity)
+    assert kinds(await bob.sync()) == ["envelope"]
+    assert kinds(await alice.sync()) == ["contact_accepted"]
+    view = (await bob.get("/contacts")).json()
+    assert view["message_requests"] == []
+    assert [(c["address"], c["state"]) for c in view["contacts"]] == [("alice#a.test", "friend")]
+
+
 async def test_policy_contacts_only_refuses(client: httpx.AsyncClient, tmp_path: Path) -> None:
     alice, bob = await register(client, "alice"), await register(client, "bob")
     await bob.put("/policy", {"strangers": "contacts-only"})

@@ -78,10 +78,14 @@ class ContactService:
         theirs = await tx.contacts.get(peer, me)
         my_account = await tx.accounts.get(me)
         my_key = my_account.identity_key if my_account else None
+        if mine is not None and mine.identity_key is not None:
+            peer_key = mine.identity_key
+        else:  # no request stated a key (a stranger who wrote under `requests`)
+            peer_account = await tx.accounts.get(peer)
+            peer_key = peer_account.identity_key if peer_account else None
         await tx.contacts.put(
-            ContactRow(me, peer, ContactState.FRIEND, mine.message if mine else "",
-                       mine.identity_key if mine else None, now)
-        )  # fmt: skip
+            ContactRow(me, peer, ContactState.FRIEND, mine.message if mine else "", peer_key, now)
+        )
         await tx.contacts.put(
             ContactRow(peer, me, ContactState.FRIEND, theirs.message if theirs else "",
                        my_key, now)
@@ -108,7 +112,11 @@ class ContactService:
                 raise AlreadyFriends(f"{to} is already a friend")
             # Asking someone is a clear sign one no longer blocks them.
             await tx.blocks.remove(me.address, to)
-            if mine is not None and mine.state is ContactState.INCOMING:
+            asked_us = mine is not None and mine.state is ContactState.INCOMING
+            # Messages a stranger wrote under our `requests` policy are a request to
+            # talk: answering them makes friends and releases what was held.
+            wrote_us = any(h.sender == to for h in await tx.held.summary(me.address))
+            if asked_us or wrote_us:
                 woken = await self._befriend(tx, me.address, to, now)
             else:
                 await tx.contacts.put(
