@@ -61,7 +61,11 @@ class ServerProcess:
         self._proc = subprocess.Popen(
             args, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
         )
-        self.wait_healthy(timeout)
+        try:
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.kill()  # also closes the log: a failed start leaves nothing behind
+            raise
         return self
 
     def wait_healthy(self, timeout: float) -> None:
