@@ -54,10 +54,16 @@ def json_line(data: Any) -> None:
     sys.stdout.flush()
 
 
+# Only free text may wrap; an address, a time or a state broken over two lines
+# reads as something else (`alice#example.tes` / `t`).
+WRAPPING_COLUMNS = frozenset({"message", "body"})
+
+
 def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[object]]) -> None:
     grid = Table(title=title, title_justify="left", header_style="bold", expand=False)
     for column in columns:
-        grid.add_column(column, overflow="fold")
+        wraps = column in WRAPPING_COLUMNS
+        grid.add_column(column, overflow="fold", no_wrap=not wraps, ratio=1 if wraps else None)
     for row in rows:
         grid.add_row(*(Text(str(cell)) for cell in row))  # Text: user content is never markup
     stdout().print(grid)
