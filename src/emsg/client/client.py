@@ -9,8 +9,10 @@ history, pinned identity keys and Olm state in the local store.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
@@ -64,6 +66,16 @@ log = logging.getLogger(__name__)
 
 _SEND_ATTEMPTS: Final = 6
 _MAX_BACKOFF: Final = 30.0
+# A listener acks when its queue of received events runs dry, or after this many
+# events or seconds, whichever comes first (an unacked event is only redelivered).
+_ACK_EVERY_EVENTS: Final = 64
+_ACK_EVERY_SECONDS: Final = 0.005
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_address(raw: str) -> str:
+    """`str(Address.parse(raw))`, remembered: IDNA mapping costs more than a message."""
+    return str(Address.parse(raw))
 
 
 def _default_server(address: Address) -> str:
@@ -339,7 +351,7 @@ class Client:
     # --- sending -------------------------------------------------------------------
 
     async def send_text(self, to: str, body: str) -> Message:
-        peer = str(Address.parse(to))
+        peer = _canonical_address(to)
         me = str(self.address)
         content = Content.model_validate(
             {
@@ -351,53 +363,70 @@ class Client:
                 "sent_at": now_ms(),
             }
         )
-        try:
-            await self._send_content(content, peer)
-        except UnknownDevice:
-            # A device list reused from cache named a device that has gone since.
-            self._keyring.forget(peer)
-            self._keyring.forget(me)
-            await self._send_content(content, peer)
         message = Message(content.id, me, peer, body, content.sent_at, None, "out")
-        self._store.add_message(message)
+        try:
+            try:
+                await self._send_content(content, peer, message)
+            except UnknownDevice:
+                # A device list reused from cache named a device that has gone since.
+                self._keyring.forget(peer)
+                self._keyring.forget(me)
+                await self._send_content(content, peer, message)
+        except BaseException:
+            self._store.remove_message(message.id)  # history keeps what was sent
+            raise
         return message
 
-    async def _send_content(self, content: Content, peer: str) -> None:
+    async def _send_content(self, content: Content, peer: str, message: Message) -> None:
+        """Encrypt to every device, then send: the history row and every session the
+        message advanced are saved in one commit before any ciphertext leaves."""
         me = str(self.address)
         mine = await self._keyring.fresh(me)
-        envelopes: list[OutgoingEnvelope] = []
+        targets: list[tuple[VerifiedDeviceList, list[str]]] = []
         if peer != me:
             theirs = await self._keyring.fresh(peer, tofu=True)
-            envelopes = await self._encrypt_to(
-                content, theirs, [d.device_id for d in theirs.devices]
-            )
-            if not envelopes:
-                raise KeysExhausted(f"no device of {peer} can receive a message right now")
+            targets.append((theirs, [d.device_id for d in theirs.devices]))
         own = [d.device_id for d in mine.devices if d.device_id != self.device_id]
-        envelopes += await self._encrypt_to(content, mine, own)
+        if own:
+            targets.append((mine, own))
+        claimed = [await self._claim(devices, device_ids) for devices, device_ids in targets]
+        envelopes: list[OutgoingEnvelope] = []
+        with self._store.transaction():
+            for (devices, device_ids), keys in zip(targets, claimed, strict=True):
+                out = self._encrypt_to(content, devices, device_ids, keys)
+                if not out and devices is not mine:
+                    raise KeysExhausted(f"no device of {peer} can receive a message right now")
+                envelopes += out
+            self._store.add_message(message)
         if envelopes:
             await self._send(envelopes)
 
-    async def _encrypt_to(
-        self, content: Content, devices: VerifiedDeviceList, device_ids: list[str]
-    ) -> list[OutgoingEnvelope]:
+    async def _claim(
+        self, devices: VerifiedDeviceList, device_ids: list[str]
+    ) -> dict[str, ClaimedDevice]:
+        """One-time keys for the devices this device has no session with yet."""
         need = [d for d in device_ids if not self._olm.has_session(devices.device(d).curve25519)]
-        claimed: dict[str, ClaimedDevice] = {}
-        if need:
-            result = await self._authed().call_model(
-                KeysClaimResult,
-                "POST",
-                "/keys/claim",
-                KeysClaimRequest(address=devices.address, device_ids=need),
-            )
-            claimed = {c.device_keys.device_id: c for c in result.devices}
+        if not need:
+            return {}
+        result = await self._authed().call_model(
+            KeysClaimResult,
+            "POST",
+            "/keys/claim",
+            KeysClaimRequest(address=devices.address, device_ids=need),
+        )
+        return {c.device_keys.device_id: c for c in result.devices}
+
+    def _encrypt_to(
+        self,
+        content: Content,
+        devices: VerifiedDeviceList,
+        device_ids: list[str],
+        claimed: dict[str, ClaimedDevice],
+    ) -> list[OutgoingEnvelope]:
         out = []
         for device_id in device_ids:
             try:
-                with self._store.transaction():
-                    out.append(
-                        self._olm.encrypt(content, devices, device_id, claimed.get(device_id))
-                    )
+                out.append(self._olm.encrypt(content, devices, device_id, claimed.get(device_id)))
             except CryptoError as exc:  # no key left, or a key that does not verify
                 log.warning("not sending to %s/%s: %s", devices.address, device_id, exc)
         return out
@@ -450,7 +479,7 @@ class Client:
                 for item in await self._inbox.process(event):
                     if item.message is not None:
                         new.append(item.message)
-            self._store.set_cursor(max(self._store.cursor, result.next))
+            self._store.advance_cursor(result.next)
         await self._replenish_if_used()
         return new
 
@@ -473,10 +502,21 @@ class Client:
                 continue
             delay = 0.5
             self._stream = stream
+            unacked, last_ack = 0, time.monotonic()
             try:
                 async for event in stream.events():
                     items = await self._inbox.process(event)
-                    await stream.ack(event.pos)  # only after the event is stored
+                    # Acks only follow events already committed; one ack covers every
+                    # event up to its pos, so a burst is acked once at its end.
+                    unacked += 1
+                    now = time.monotonic()
+                    if (
+                        not stream.queued_events()
+                        or unacked >= _ACK_EVERY_EVENTS
+                        or now - last_ack >= _ACK_EVERY_SECONDS
+                    ):
+                        await stream.ack(event.pos)
+                        unacked, last_ack = 0, now
                     await self._replenish_if_used()
                     for item in items:
                         yield item

@@ -49,25 +49,27 @@ class Inbox:
             return await self._envelope(event.pos, event.envelope)
         with self._store.transaction():
             out = self._contact_event(event)
-            self._store.set_cursor(max(self._store.cursor, event.pos))
+            self._store.advance_cursor(event.pos)
         return out
 
     async def _envelope(self, pos: int, envelope: Envelope) -> list[ClientEvent]:
-        if self._store.seen(envelope.id):
-            self._store.set_cursor(max(self._store.cursor, pos))
-            return []
         try:
             devices = await self._keyring.for_sender(envelope.sender, envelope.sender_device)
         except (IdentityKeyChanged, CryptoError, BadSignature, NotFound) as exc:
             log.warning("dropping envelope %s from %s: %s", envelope.id, envelope.sender, exc)
-            self._finish(pos, envelope.id)
+            with self._store.transaction():
+                self._store.mark_seen(envelope.id)
+                self._store.advance_cursor(pos)
             return []
+        # One transaction: seen id, session state, replay hash, history row and cursor.
         with self._store.transaction():
+            self._store.advance_cursor(pos)
+            if not self._store.mark_seen(envelope.id):
+                return []  # a redelivery of an envelope already handled
             try:
                 decrypted = self._olm.decrypt(envelope, devices)
             except EmsgError as exc:
                 log.warning("dropping envelope %s from %s: %s", envelope.id, envelope.sender, exc)
-                self._finish(pos, envelope.id)
                 return []
             content = decrypted.content
             mine = envelope.sender == self._store.address
@@ -81,15 +83,9 @@ class Inbox:
                 direction="out" if mine else "in",
             )
             new = self._store.add_message(message)
-            self._finish(pos, envelope.id)
         if decrypted.used_one_time_key:
             self.one_time_keys_used += 1
         return [ClientEvent("message", message=message)] if new else []
-
-    def _finish(self, pos: int, envelope_id: str) -> None:
-        with self._store.transaction():
-            self._store.mark_seen(envelope_id)
-            self._store.set_cursor(max(self._store.cursor, pos))
 
     def _contact_event(self, event: Event) -> list[ClientEvent]:
         contact = event.contact

@@ -9,6 +9,7 @@ first (which also catches the encodings with that bit set).
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 import vodozemac
@@ -36,6 +37,7 @@ def is_weak(raw: bytes) -> bool:
     return masked in LOW_ORDER_POINTS
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of an immutable key, hit per message
 def curve25519_key(key_b64: str) -> vodozemac.Curve25519PublicKey:
     """The vodozemac key for `key_b64`, or `InvalidKey` if malformed or low-order."""
     try:

@@ -2,14 +2,24 @@
 
 `Olm` binds a `CryptoStore` to this device. It reloads the account from the store
 whenever it needs it, so two processes sharing a profile never act on a stale
-account. Sessions are decrypted on a copy (unpickle, decrypt, pickle) and saved
-only after a successful decryption, so a corrupt, forged or misaddressed message
-can neither advance nor wedge a session.
+account.
+
+The store stays the truth for sessions, but unpickling one per message is most of
+the cost of a message, so live vodozemac sessions are kept in memory keyed by the
+exact pickle they were last saved as. Every use reads the pickles from the store
+(in the caller's transaction) and reuses the live session only when the stored
+pickle is the one it was saved as; a pickle written by another process, or rolled
+back with its transaction, simply misses and is unpickled. A session taken for a
+decryption that fails is dropped, never put back, so a corrupt, forged or
+misaddressed message can neither advance nor wedge a session: the next message
+starts again from the stored, last good state. Every change is saved (pickled)
+before its ciphertext or plaintext is returned.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import vodozemac
 from pydantic import ValidationError
@@ -24,10 +34,12 @@ from emsg.crypto.store import CryptoStore
 from emsg.proto import b64
 from emsg.proto.content import Content
 from emsg.proto.errors import EmsgError
-from emsg.proto.jsoncodec import dumps, loads_strict
+from emsg.proto.jsoncodec import loads_strict
 from emsg.proto.wire import Ciphertext, ClaimedDevice, Envelope, OutgoingEnvelope
 
 PRE_KEY, NORMAL = 0, 1
+# Live sessions kept in memory; past this many (stale entries included) start over.
+MAX_LIVE_SESSIONS: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +53,8 @@ class Decrypted:
 
 
 def encode_content(content: Content) -> bytes:
-    return dumps(content.model_dump(mode="json", by_alias=True))
+    # the same bytes as jsoncodec.dumps(content.model_dump(mode="json", by_alias=True))
+    return content.model_dump_json(by_alias=True).encode()
 
 
 def decode_content(plaintext: bytes) -> Content:
@@ -59,6 +72,9 @@ class Olm:
         self._key = key
         self.address = address
         self.device_id = device_id
+        # pickle -> the session in exactly the state that pickle holds
+        self._live: dict[str, vodozemac.Session] = {}
+        self._curve25519: str | None = None
 
     def load_device(self) -> Device:
         pickle = self._store.load_account()
@@ -70,7 +86,29 @@ class Olm:
         self._store.save_account(device.pickle(self._key))
 
     def has_session(self, peer_curve25519: str) -> bool:
-        return bool(self._store.load_sessions(peer_curve25519))
+        return self._store.has_session(peer_curve25519)
+
+    @property
+    def curve25519(self) -> str:
+        """This device's Curve25519 key: fixed for the life of the device's account."""
+        if self._curve25519 is None:
+            self._curve25519 = self.load_device().curve25519
+        return self._curve25519
+
+    def _take_session(self, pickle: str) -> vodozemac.Session:
+        """The session `pickle` holds, now owned by the caller: save it or drop it."""
+        session = self._live.pop(pickle, None)
+        return session if session is not None else self._unpickle_session(pickle)
+
+    def _put_session(self, pickle: str, session: vodozemac.Session) -> None:
+        if len(self._live) >= MAX_LIVE_SESSIONS:
+            self._live.clear()
+        self._live[pickle] = session
+
+    def _save_session(self, peer_key: str, session: vodozemac.Session) -> None:
+        pickle = session.pickle(self._key.raw)
+        self._store.save_session(peer_key, session.session_id, pickle)
+        self._put_session(pickle, session)
 
     # --- sending -------------------------------------------------------------------
 
@@ -93,7 +131,7 @@ class Olm:
             raise ContentRejected("content must name this device as its sender")
         pickles = self._store.load_sessions(listed.curve25519)
         if pickles:
-            session = self._unpickle_session(pickles[0])
+            session = self._take_session(pickles[0])
         else:
             if claimed is None or claimed.one_time_key is None:
                 raise UntrustedDevice(
@@ -103,16 +141,14 @@ class Olm:
             one_time_key = verify_one_time_key(claimed.one_time_key, listed)
             session = self.load_device().account.create_outbound_session(peer_key, one_time_key)
         message_type, body = session.encrypt(encode_content(content)).to_parts()
-        self._store.save_session(
-            listed.curve25519, session.session_id, session.pickle(self._key.raw)
-        )
+        self._save_session(listed.curve25519, session)
         return OutgoingEnvelope(
             to=peer.address,
             device_id=device_id,
             ciphertext=Ciphertext(
                 type=PRE_KEY if message_type == PRE_KEY else NORMAL,
                 body=b64.encode(body),
-                sender_key=self.load_device().curve25519,
+                sender_key=self.curve25519,
             ),
         )
 
@@ -187,17 +223,19 @@ class Olm:
         pre_key: vodozemac.PreKeyMessage | None,
     ) -> bytes | None:
         for pickle in self._store.load_sessions(sender_key):
-            session = self._unpickle_session(pickle)  # a fresh copy every time
+            session = self._take_session(pickle)
             if pre_key is not None and not session.session_matches(pre_key):
+                self._put_session(pickle, session)  # untouched
                 continue
             try:
                 plaintext = session.decrypt(message)
             except (vodozemac.OlmDecryptionException, ValueError):
+                # dropped: the stored pickle still holds the last good state
                 if pre_key is not None:
                     # the pre-key message belongs to this session and still fails
                     raise DecryptionFailed("the pre-key message does not decrypt") from None
                 continue
-            self._store.save_session(sender_key, session.session_id, session.pickle(self._key.raw))
+            self._save_session(sender_key, session)
             return plaintext
         return None
 
@@ -210,5 +248,5 @@ class Olm:
         except (vodozemac.SessionCreationException, ValueError):
             raise DecryptionFailed("the pre-key message does not start a session") from None
         self.save_device(device)  # the one-time key is used up
-        self._store.save_session(sender_key, session.session_id, session.pickle(self._key.raw))
+        self._save_session(sender_key, session)
         return plaintext

@@ -25,8 +25,16 @@ class CryptoStore(ReplayStore, Protocol):
 
     def save_account(self, pickle: str) -> None: ...
 
+    def has_session(self, peer_key: str) -> bool:
+        """Whether any session with this peer Curve25519 key was saved."""
+        ...
+
     def load_sessions(self, peer_key: str) -> list[str]:
-        """Encrypted session pickles with this peer Curve25519 key, most recently used first."""
+        """Encrypted session pickles with this peer Curve25519 key, most recently used first.
+
+        A pickle returned is exactly the string saved (`Olm` recognises its live
+        sessions by it).
+        """
         ...
 
     def save_session(self, peer_key: str, session_id: str, pickle: str) -> None:
@@ -60,6 +68,9 @@ class MemoryCryptoStore:
 
     def save_account(self, pickle: str) -> None:
         self.account = pickle
+
+    def has_session(self, peer_key: str) -> bool:
+        return bool(self.sessions.get(peer_key))
 
     def load_sessions(self, peer_key: str) -> list[str]:
         # dicts keep insertion order; save_session re-inserts, so newest is last

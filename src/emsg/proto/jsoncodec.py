@@ -37,12 +37,22 @@ def _parse_float(text: str) -> float:
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise BadJson(f"duplicate key {key[:40]!r}")
-        obj[key] = value
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadJson(f"duplicate key {key[:40]!r}")
+            seen.add(key)
     return obj
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_object,
+    parse_constant=_reject_constant,
+    parse_int=_parse_int,
+    parse_float=_parse_float,
+)
 
 
 def _check(value: Any, depth: int) -> None:
@@ -80,7 +90,30 @@ def _depth_bound(raw: bytes) -> None:
 
 
 def loads_strict(raw: bytes | str) -> Any:
-    """Parse JSON or raise `BadJson` saying what is wrong."""
+    """Parse JSON or raise `BadJson` saying what is wrong.
+
+    Every stream frame and decrypted content passes through here, so the common
+    case is fast: without a `\\u` escape (the only way to spell a lone surrogate in
+    valid UTF-8) and with too few brackets to nest past `MAX_DEPTH`, the C parser
+    with the strict hooks decides alone. Anything else takes the careful path; a
+    property test checks that both give the same verdict on every input.
+    """
+    try:
+        text = raw if isinstance(raw, str) else raw.decode("utf-8")
+        text.encode("utf-8")  # a lone surrogate in a str: the careful path says so
+    except UnicodeError:
+        return _loads_careful(raw)
+    if "\\u" in text or text.count("[") + text.count("{") > MAX_DEPTH:
+        return _loads_careful(raw)
+    try:
+        return _DECODER.decode(text)
+    except BadJson:
+        raise
+    except ValueError as exc:
+        raise BadJson(f"malformed JSON: {exc}") from None
+
+
+def _loads_careful(raw: bytes | str) -> Any:
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     _depth_bound(data)
     try:
@@ -88,13 +121,7 @@ def loads_strict(raw: bytes | str) -> Any:
     except UnicodeDecodeError:
         raise BadJson("body is not UTF-8") from None
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_unique_object,
-            parse_constant=_reject_constant,
-            parse_int=_parse_int,
-            parse_float=_parse_float,
-        )
+        value = _DECODER.decode(text)
     except BadJson:
         raise
     except RecursionError:

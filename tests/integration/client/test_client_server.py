@@ -11,6 +11,7 @@ import pytest
 
 from emsg.client import Client, ClientEvent, WrongPassphrase
 from emsg.crypto.keys import FAST_KDF_FOR_TESTS
+from emsg.proto.errors import RecipientRefuses
 from emsg.testing import ServerProcess
 
 DOMAIN = "a.example"
@@ -104,3 +105,54 @@ async def test_contact_accepted_event_marks_friend(server: ServerProcess, tmp_pa
         await bob.accept_contact(str(alice.address))
         await alice.fetch()
         assert {c.address: c.state for c in await alice.contacts()} == {str(bob.address): "friend"}
+
+
+async def test_a_refused_send_leaves_no_history(server: ServerProcess, tmp_path: Path) -> None:
+    suffix = secrets.token_hex(4)
+    alice = await register(server, tmp_path / "alice", f"alice{suffix}")
+    bob = await register(server, tmp_path / "bob", f"bob{suffix}")
+    async with alice, bob:
+        await bob.set_stranger_policy("contacts-only")
+        with pytest.raises(RecipientRefuses):
+            await alice.send_text(str(bob.address), "let me in")
+        assert alice.history() == []
+        await bob.set_stranger_policy("open")
+        sent = await alice.send_text(str(bob.address), "hello")
+        assert [m.id for m in alice.history()] == [sent.id]
+        assert [m.body for m in await bob.fetch()] == ["hello"]
+
+
+async def test_a_burst_over_the_stream_is_stored_once_and_acked(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    alice, bob = await friends(server, tmp_path)
+    async with alice, bob:
+        got: list[str] = []
+        done = asyncio.Event()
+
+        async def consume() -> None:
+            async for event in bob.listen():
+                if event.message is not None:
+                    got.append(event.message.body)
+                    if len(got) == 50:
+                        done.set()
+
+        async def pipelined() -> None:
+            async for _ in alice.listen():
+                pass
+
+        listeners = [asyncio.create_task(consume()), asyncio.create_task(pipelined())]
+        try:
+            await asyncio.sleep(0.3)  # both streams up: alice's sends go over hers
+            sent = await asyncio.gather(
+                *(alice.send_text(str(bob.address), f"burst {i}") for i in range(50))
+            )
+            await asyncio.wait_for(done.wait(), 20)
+        finally:
+            for task in listeners:
+                task.cancel()
+            await asyncio.gather(*listeners, return_exceptions=True)
+        assert sorted(got) == sorted(f"burst {i}" for i in range(50))
+        assert {m.id for m in alice.history()} == {m.id for m in sent}
+        assert len(bob.history()) == 50
+        assert await bob.fetch() == []  # everything was acknowledged or deduplicated

@@ -123,3 +123,34 @@ def test_two_connections_take_turns(tmp_path: Path) -> None:
     assert one.cursor == 2
     one.close()
     two.close()
+
+
+def test_cursor_only_advances_and_seen_reports_first_sight(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    store.advance_cursor(9)
+    store.advance_cursor(10)
+    store.advance_cursor(3)
+    assert store.cursor == 10
+    assert store.mark_seen("e1")
+    assert not store.mark_seen("e1")
+    assert not store.has_session("peer")
+    store.save_session("peer", "s1", "p1")
+    assert store.has_session("peer")
+    message = Message("m1", "alice#a.example", "bob#b.example", "hi", 1, None, "out")
+    store.add_message(message)
+    store.remove_message("m1")
+    assert store.history() == []
+    store.close()
+
+
+def test_profile_is_wal_and_survives_a_killed_writer(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    with store.transaction():
+        store.advance_cursor(5)
+    # no close(): like a process that died right after the commit
+    again = ProfileStore.open(tmp_path, PASS)
+    assert again.cursor == 5
+    (mode,) = again._conn.execute("PRAGMA journal_mode").fetchone()
+    assert mode == "wal"
+    again.close()
+    store.close()

@@ -78,6 +78,7 @@ class ContactService:
         theirs = await tx.contacts.get(peer, me)
         my_account = await tx.accounts.get(me)
         my_key = my_account.identity_key if my_account else None
+        peer_key: str | None
         if mine is not None and mine.identity_key is not None:
             peer_key = mine.identity_key
         else:  # no request stated a key (a stranger who wrote under `requests`)
