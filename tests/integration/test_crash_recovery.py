@@ -71,7 +71,11 @@ async def test_kill_and_restart_mid_conversation(server: ServerProcess, tmp_path
             body = f"message {i}"
             await alice.send_text(str(bob.address), body)  # returns once committed
             acknowledged.append(body)
-        await asyncio.wait_for(all_in.wait(), 60)
+        try:
+            await asyncio.wait_for(all_in.wait(), 60)
+        except TimeoutError:
+            missing = [b for b in acknowledged if b not in received]
+            raise AssertionError(f"missing {missing}; got {len(received)}: {received}") from None
         await asyncio.sleep(0.5)  # anything shown twice would arrive now
     finally:
         listener.cancel()

@@ -470,9 +470,15 @@ class Client:
         api = self._authed()
         new: list[Message] = []
         while True:
-            result = await api.get_model(
-                SyncResult, "/sync", since=self._store.cursor, timeout=0, limit=100
-            )
+            try:
+                result = await api.get_model(
+                    SyncResult, "/sync", since=self._store.cursor, timeout=0, limit=100
+                )
+            except httpx.TransportError:
+                if new:  # already stored: return them; the next sync acknowledges them
+                    log.warning("sync interrupted; returning the %d messages stored", len(new))
+                    break
+                raise
             if not result.events:
                 break  # that request's `since` acknowledged everything processed
             for event in result.events:
@@ -505,7 +511,11 @@ class Client:
             unacked, last_ack = 0, time.monotonic()
             try:
                 async for event in stream.events():
-                    items = await self._inbox.process(event)
+                    # Stored events are shown before anything else can fail: if the ack
+                    # below is lost, the redelivered event is a duplicate and dropped,
+                    # so an item not yielded now would never be shown.
+                    for item in await self._inbox.process(event):
+                        yield item
                     # Acks only follow events already committed; one ack covers every
                     # event up to its pos, so a burst is acked once at its end.
                     unacked += 1
@@ -518,8 +528,6 @@ class Client:
                         await stream.ack(event.pos)
                         unacked, last_ack = 0, now
                     await self._replenish_if_used()
-                    for item in items:
-                        yield item
             except (OSError, WebSocketException, ProtocolViolation) as exc:
                 log.info("stream lost (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)

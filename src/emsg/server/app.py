@@ -11,13 +11,14 @@ from fastapi.responses import Response
 from emsg.proto.wire import API_PREFIX
 from emsg.server.clock import Clock, SystemClock
 from emsg.server.fanout import LocalNotifier, Notifier
-from emsg.server.http import routes_accounts, routes_contacts, routes_messages, stream
+from emsg.server.http import routes_accounts, routes_contacts, routes_messages
 from emsg.server.http.errors import install_error_handlers, install_openapi
 from emsg.server.http.middleware import MetricsMiddleware, StrictBodyMiddleware
+from emsg.server.http.stream import StreamEndpoint
 from emsg.server.metrics import Metrics
 from emsg.server.services import Services
 from emsg.server.settings import Settings
-from emsg.server.storage.sql.uow import SqlUnitOfWork
+from emsg.server.storage.sql.uow import open_unit_of_work
 
 
 def create_app(
@@ -28,7 +29,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        uow = await SqlUnitOfWork.open(settings.db_url)
+        uow = await open_unit_of_work(settings.db_url)
         services = Services.build(settings, clock, uow, notifier or LocalNotifier(), metrics)
         app.state.services = services
         try:
@@ -47,13 +48,15 @@ def create_app(
     )
     install_error_handlers(app)
     install_openapi(app)
-    for module in (routes_accounts, routes_contacts, routes_messages, stream):
+    for module in (routes_accounts, routes_contacts, routes_messages):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
+    app.add_middleware(routes_messages.FastSend, prefix=API_PREFIX)  # innermost
     app.add_middleware(StrictBodyMiddleware, max_body=settings.limits.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(StreamEndpoint, path=f"{API_PREFIX}/stream")  # outermost
     return app

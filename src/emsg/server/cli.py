@@ -45,6 +45,9 @@ def serve(settings: Settings) -> None:
         http="httptools",
         loop="uvloop",
         ws_max_size=settings.limits.ws_max_frame,
+        # A zlib context per socket costs ~100 KiB of memory; frames are ciphertext,
+        # which does not compress anyway.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
         lifespan="on",
         access_log=False,

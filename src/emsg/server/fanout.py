@@ -8,7 +8,7 @@ a lost or duplicated notification is harmless. That keeps a Redis implementation
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 
@@ -24,10 +24,34 @@ class Subscription(Protocol):
     def close(self) -> None: ...
 
 
+class Watch(Protocol):
+    def close(self) -> None: ...
+
+
 class Notifier(Protocol):
     def subscribe(self, device_id: str) -> Subscription: ...
+    def watch(self, device_id: str, callback: Callable[[], None]) -> Watch:
+        """Call `callback` (on the event loop, without awaiting) on each notification.
+
+        Cheaper than a `Subscription` for a listener that is busy anyway: no task
+        needs to sit waiting on it.
+        """
+        ...
+
     async def publish(self, device_ids: Iterable[str]) -> None: ...
     async def close(self) -> None: ...
+
+
+class _LocalWatch:
+    __slots__ = ("_device_id", "_owner", "notify")
+
+    def __init__(self, owner: LocalNotifier, device_id: str, callback: Callable[[], None]) -> None:
+        self._owner = owner
+        self._device_id = device_id
+        self.notify = callback
+
+    def close(self) -> None:
+        self._owner._drop(self._device_id, self)
 
 
 class _LocalSubscription:
@@ -59,14 +83,19 @@ class LocalNotifier:
     """In-process fan-out: enough for one server process."""
 
     def __init__(self) -> None:
-        self._subs: dict[str, set[_LocalSubscription]] = {}
+        self._subs: dict[str, set[_LocalSubscription | _LocalWatch]] = {}
 
     def subscribe(self, device_id: str) -> Subscription:
         sub = _LocalSubscription(self, device_id)
         self._subs.setdefault(device_id, set()).add(sub)
         return sub
 
-    def _drop(self, device_id: str, sub: _LocalSubscription) -> None:
+    def watch(self, device_id: str, callback: Callable[[], None]) -> Watch:
+        watch = _LocalWatch(self, device_id, callback)
+        self._subs.setdefault(device_id, set()).add(watch)
+        return watch
+
+    def _drop(self, device_id: str, sub: _LocalSubscription | _LocalWatch) -> None:
         subs = self._subs.get(device_id)
         if subs is not None:
             subs.discard(sub)
@@ -75,7 +104,7 @@ class LocalNotifier:
 
     async def publish(self, device_ids: Iterable[str]) -> None:
         for device_id in set(device_ids):
-            for sub in self._subs.get(device_id, ()):
+            for sub in tuple(self._subs.get(device_id, ())):
                 sub.notify()
 
     async def close(self) -> None:

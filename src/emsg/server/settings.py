@@ -73,7 +73,7 @@ class Settings(BaseModel):
     def db_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{self.data / 'emsg.sqlite3'}"
+        return f"sqlite:///{self.data / 'emsg.sqlite3'}"
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -13,7 +13,8 @@ from emsg.server.services.common import Caller
 _bearer = HTTPBearer(auto_error=False, description="The token from register or login")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, per request.
     services: Services = request.app.state.services
     return services
 

@@ -1,11 +1,12 @@
 """The WebSocket stream (protocol section 8.2).
 
-Three coroutines per connection: a reader that parses frames into an inbox, a
-pusher that sends the queue from the connection's cursor whenever the notifier
-wakes it, and the handler itself, which works through the inbox in order. Sends
-that are already waiting in the inbox are committed together in one transaction
-(group commit) and then answered one by one, in order: each `sent` still follows
-its commit.
+Two coroutines per connection: a reader that parses frames into an inbox, and the
+handler, which works through the inbox in order. The notifier does not need a
+task of its own: it raises a flag in the inbox, and the handler sends the queue
+from the connection's cursor before it takes the next frame. Sends that are
+already waiting in the inbox are committed together in one transaction (group
+commit) and then answered one by one, in order: each `sent` still follows its
+commit. Acks waiting in a row are applied as one (the highest covers the rest).
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from emsg.proto.errors import (
     EmsgError,
@@ -39,8 +40,6 @@ from emsg.server.services.common import Caller
 from emsg.server.services.messages import MAX_SYNC_LIMIT
 
 log = logging.getLogger("emsg.server.stream")
-
-router = APIRouter()
 
 AUTH_TIMEOUT: Final = 30.0
 INBOX_MAX: Final = 256
@@ -108,46 +107,72 @@ def _error_frame(exc: EmsgError, txn_id: str | None = None) -> dict[str, Any]:
 
 
 class _Inbox:
-    """A bounded FIFO whose head can be inspected (asyncio.Queue cannot)."""
+    """A bounded FIFO whose head can be inspected, and a flag for new queued events.
 
-    __slots__ = ("_has_items", "_has_space", "items")
+    Plain futures rather than asyncio.Queue or Events: an idle connection should
+    cost little memory.
+    """
+
+    __slots__ = ("_getter", "_putter", "items", "woken")
 
     def __init__(self) -> None:
-        self.items: deque[Item] = deque()
-        self._has_items = asyncio.Event()
-        self._has_space = asyncio.Event()
-        self._has_space.set()
+        self.items: list[Item] = []  # a short list; an empty deque would cost 760 B
+        self.woken = True  # the queue may hold events from before the connection
+        self._getter: asyncio.Future[None] | None = None
+        self._putter: asyncio.Future[None] | None = None
+
+    @staticmethod
+    def _release(waiter: asyncio.Future[None] | None) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def wake(self) -> None:
+        """New events are queued for this device (a notifier callback)."""
+        self.woken = True
+        self._release(self._getter)
 
     async def put(self, item: Item) -> None:
-        await self._has_space.wait()
+        while len(self.items) >= INBOX_MAX:
+            self._putter = asyncio.get_running_loop().create_future()
+            await self._putter
         self.items.append(item)
-        self._has_items.set()
-        if len(self.items) >= INBOX_MAX:
-            self._has_space.clear()
+        self._release(self._getter)
 
-    async def get(self) -> Item:
-        while not self.items:
-            self._has_items.clear()
-            await self._has_items.wait()
-        item = self.items.popleft()
-        if len(self.items) < INBOX_MAX:
-            self._has_space.set()
+    async def get(self) -> Item | None:
+        """The next frame, or None when queued events are to be pushed first."""
+        while not self.items and not self.woken:
+            self._getter = asyncio.get_running_loop().create_future()
+            await self._getter
+        if self.woken:
+            self.woken = False  # before reading the queue: a later publish wakes again
+            return None
+        item = self.items.pop(0)
+        self._release(self._putter)
+        return item
+
+    def take_next(self) -> Item:
+        """The head, which the caller has looked at: no waiting."""
+        item = self.items.pop(0)
+        self._release(self._putter)
         return item
 
 
+def _event_frame(event_json: str) -> str:
+    return f'{{"type":"event","event":{event_json}}}'
+
+
 class _Connection:
+    __slots__ = ("cursor", "inbox", "me", "svc", "ws")
+
     def __init__(self, ws: WebSocket, svc: Services, me: Caller, since: int) -> None:
         self.ws = ws
         self.svc = svc
         self.me = me
         self.cursor = since
         self.inbox = _Inbox()
-        self.out_lock = asyncio.Lock()
 
     async def out(self, frame: dict[str, Any]) -> None:
-        text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
-        async with self.out_lock:
-            await self.ws.send_text(text)
+        await self.ws.send_text(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
 
     async def read(self) -> None:
         try:
@@ -160,26 +185,23 @@ class _Connection:
             await self.inbox.put(Gone())
 
     async def push(self) -> None:
-        sub = self.svc.notifier.subscribe(self.me.device_id)
-        try:
-            while True:
-                sub.clear()
-                events = await self.svc.messages.events_after(self.me, self.cursor, MAX_SYNC_LIMIT)
-                for event in events:
-                    await self.out({"type": "event", "event": event})
-                    self.cursor = event["pos"]
-                if not events:
-                    await sub.wait(None)
-        except (WebSocketDisconnect, RuntimeError):
-            await self.inbox.put(Gone())
-        finally:
-            sub.close()
+        """Send what is queued after the cursor (the pages of it there are)."""
+        while True:
+            events = await self.svc.messages.events_after(self.me, self.cursor, MAX_SYNC_LIMIT)
+            for event in events:
+                await self.ws.send_text(_event_frame(event.json))
+                self.cursor = event.pos
+            if len(events) < MAX_SYNC_LIMIT:
+                return
 
     async def process(self) -> int | None:
         """Work through the inbox; return a close code, or None if the client left."""
         state = Stream.LIVE
         while True:
             item = await self.inbox.get()
+            if item is None:
+                await self.push()
+                continue
             if isinstance(item, Gone):
                 return None
             if isinstance(item, Violation):
@@ -195,7 +217,12 @@ class _Connection:
                 await self.out(_error_frame(exc))
                 return CLOSE_POLICY
             if isinstance(item, AckFrame):
-                await self.svc.messages.ack(self.me, item.pos)
+                upto = item.pos
+                items = self.inbox.items
+                while items and isinstance(items[0], AckFrame):
+                    upto = max(upto, items[0].pos)
+                    self.inbox.take_next()
+                await self.svc.messages.ack(self.me, upto)
             elif isinstance(item, PingFrame):
                 await self.out({"type": "pong"})
 
@@ -203,7 +230,7 @@ class _Connection:
         group: list[BadSend | SendFrame] = [first]
         items = self.inbox.items
         while items and len(group) < GROUP_MAX and isinstance(items[0], BadSend | SendFrame):
-            group.append(await self.inbox.get())  # type: ignore[arg-type]
+            group.append(self.inbox.take_next())  # type: ignore[arg-type]
         answers: list[dict[str, Any] | EmsgError | None] = []
         to_send: list[tuple[TxnId, Any]] = []
         for item in group:
@@ -265,7 +292,25 @@ async def _authenticate(ws: WebSocket, svc: Services) -> tuple[Caller, int] | No
     return me, item.since
 
 
-@router.websocket("/stream")
+class StreamEndpoint:
+    """Pure ASGI middleware that serves the stream path in front of the router.
+
+    FastAPI's WebSocket routing keeps three exit stacks and a dozen frames alive
+    for as long as a socket is open (about 8 KiB per idle connection); the stream
+    needs none of it. Everything else passes through.
+    """
+
+    def __init__(self, app: ASGIApp, path: str) -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == self.path:
+            await stream(WebSocket(scope, receive, send))
+        else:
+            await self.app(scope, receive, send)
+
+
 async def stream(ws: WebSocket) -> None:
     svc: Services = ws.app.state.services
     await ws.accept()
@@ -277,25 +322,23 @@ async def stream(ws: WebSocket) -> None:
         return
     me, since = auth
     conn = _Connection(ws, svc, me, since)
+    watch = svc.notifier.watch(me.device_id, conn.inbox.wake)
     svc.metrics.open_websockets.inc()
-    reader = pusher = None
+    reader = None
     code: int | None = None
     try:
         await svc.messages.ack(me, since)
         await conn.out({"type": "ready", "address": me.address, "device_id": me.device_id})
         reader = asyncio.create_task(conn.read())
-        pusher = asyncio.create_task(conn.push())
         code = await conn.process()
     except (WebSocketDisconnect, RuntimeError):
         code = None
     finally:
+        watch.close()
         svc.metrics.open_websockets.dec()
-        for task in (reader, pusher):
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(
-            *(t for t in (reader, pusher) if t is not None), return_exceptions=True
-        )
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
     if code is not None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             await ws.close(code)

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from emsg.proto.errors import (
     EmsgError,
+    InternalError,
     RecipientRefuses,
     TxnConflict,
     UnknownDevice,
@@ -26,7 +27,7 @@ from emsg.proto.wire import (
 from emsg.server.clock import Clock
 from emsg.server.fanout import Notifier
 from emsg.server.metrics import Metrics
-from emsg.server.services.common import AddressRules, Caller, event_dict
+from emsg.server.services.common import AddressRules, Caller, event_json
 from emsg.server.storage.ports import Tx, UnitOfWork
 from emsg.server.storage.records import HeldEnvelope, NewEvent
 
@@ -43,6 +44,25 @@ def body_hash(envelopes: Sequence[OutgoingEnvelope]) -> str:
         digest.update(env.model_dump_json().encode())
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class WireEvent:
+    """A queued event and its wire form (`Event` as compact JSON text)."""
+
+    pos: int
+    json: str
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPage:
+    """A `SyncResult`: the events in order, and the cursor after them."""
+
+    events: list[WireEvent]
+    next: int
+
+    def to_json(self) -> str:
+        return f'{{"events":[{",".join(e.json for e in self.events)}],"next":{self.next}}}'
 
 
 @dataclass(slots=True)
@@ -112,40 +132,16 @@ class MessageService:
         self, tx: Tx, me: Caller, txn_id: TxnId, envelopes: Sequence[OutgoingEnvelope]
     ) -> SendOutcome:
         digest = body_hash(envelopes)
-        previous = await tx.txns.get(me.device_id, txn_id.value)
-        if previous is not None:
-            if previous.body_hash != digest:
-                raise TxnConflict("this transaction id was used with a different body")
-            return SendOutcome(previous.response)
-
-        targets = [(self._rules.local(e.to), e) for e in envelopes]
-        recipients = list({to for to, _ in targets})
-        accounts = await tx.accounts.get_many(recipients)
-        for to in recipients:
-            if to not in accounts:
-                raise UnknownRecipient(f"no account {to}")
-        devices = await tx.devices.get_many(list({e.device_id for _, e in targets}))
-        for to, env in targets:
-            device = devices.get(env.device_id)
-            if device is None or device.address != to or device.revoked:
-                raise UnknownDevice(f"{to} has no device {env.device_id}")
-
-        held_for: set[str] = set()
-        strangers = [to for to in recipients if to != me.address]
-        if strangers:
-            if await tx.blocks.blockers_of(strangers, me.address):
-                raise RecipientRefuses("a recipient does not accept messages from you")
-            contacts = await tx.contacts.get_for_peers(strangers, me.address)
-            for to in strangers:
-                row = contacts.get(to)
-                if row is not None and row.state is ContactState.FRIEND:
-                    continue
-                policy = accounts[to].policy
-                if policy is StrangerPolicy.CONTACTS_ONLY:
-                    raise RecipientRefuses("a recipient does not accept messages from you")
-                if policy is StrangerPolicy.REQUESTS:
-                    held_for.add(to)
-
+        # The common case is a new transaction id: check and write first, and look
+        # for an earlier use of the id only when that fails or the id is taken. A
+        # repeat is answered from the stored reply even if it would fail now.
+        try:
+            targets, held_for = await self._check(tx, me, envelopes)
+        except EmsgError:
+            replay = await self._replay(tx, me, txn_id, digest)
+            if replay is None:
+                raise
+            return replay
         now = self._clock.now_ms()
         queued: list[NewEvent] = []
         held: list[HeldEnvelope] = []
@@ -176,28 +172,74 @@ class MessageService:
                 }
             )
         result = {"txn_id": txn_id.value, "envelopes": sent, "accepted_at": now}
+        if not await tx.txns.put(me.device_id, txn_id.value, digest, result, now):
+            replay = await self._replay(tx, me, txn_id, digest)
+            if replay is None:  # the row that was in the way is gone: cannot happen
+                raise InternalError("the transaction id is taken but not readable")
+            return replay
         await tx.events.append(queued, now)
         await tx.held.add(held, now)
-        await tx.txns.put(me.device_id, txn_id.value, digest, result, now)
         if now - self._last_prune > 3600_000:
             self._last_prune = now
             await tx.txns.prune(now - TXN_RETENTION_MS)
         return SendOutcome(result, [e.device_id for e in queued], len(targets))
+
+    async def _check(
+        self, tx: Tx, me: Caller, envelopes: Sequence[OutgoingEnvelope]
+    ) -> tuple[list[tuple[str, OutgoingEnvelope]], set[str]]:
+        """Every envelope's recipient and device, and who holds it as a stranger's."""
+        targets = [(self._rules.local(e.to), e) for e in envelopes]
+        recipients = list({to for to, _ in targets})
+        accounts = await tx.accounts.get_many(recipients)
+        for to in recipients:
+            if to not in accounts:
+                raise UnknownRecipient(f"no account {to}")
+        devices = await tx.devices.get_many(list({e.device_id for _, e in targets}))
+        for to, env in targets:
+            device = devices.get(env.device_id)
+            if device is None or device.address != to or device.revoked:
+                raise UnknownDevice(f"{to} has no device {env.device_id}")
+
+        held_for: set[str] = set()
+        strangers = [to for to in recipients if to != me.address]
+        if strangers:
+            if await tx.blocks.blockers_of(strangers, me.address):
+                raise RecipientRefuses("a recipient does not accept messages from you")
+            contacts = await tx.contacts.get_for_peers(strangers, me.address)
+            for to in strangers:
+                row = contacts.get(to)
+                if row is not None and row.state is ContactState.FRIEND:
+                    continue
+                policy = accounts[to].policy
+                if policy is StrangerPolicy.CONTACTS_ONLY:
+                    raise RecipientRefuses("a recipient does not accept messages from you")
+                if policy is StrangerPolicy.REQUESTS:
+                    held_for.add(to)
+        return targets, held_for
+
+    async def _replay(self, tx: Tx, me: Caller, txn_id: TxnId, digest: str) -> SendOutcome | None:
+        """The stored reply of an earlier send with this id, if there was one."""
+        previous = await tx.txns.get(me.device_id, txn_id.value)
+        if previous is None:
+            return None
+        if previous.body_hash != digest:
+            raise TxnConflict("this transaction id was used with a different body")
+        return SendOutcome(previous.response)
 
     async def ack(self, me: Caller, upto: int) -> None:
         if upto > 0:
             async with self._uow.write() as tx:
                 await tx.events.ack(me.device_id, upto)
 
-    async def events_after(self, me: Caller, since: int, limit: int) -> list[dict[str, Any]]:
+    async def events_after(self, me: Caller, since: int, limit: int) -> list[WireEvent]:
         async with self._uow.read() as tx:
             events = await tx.events.after(me.device_id, since, limit)
         delivered = sum(1 for e in events if e.kind == _ENVELOPE)
         if delivered:
             self._metrics.envelopes_delivered.inc(delivered)
-        return [event_dict(e.pos, e.kind, e.payload) for e in events]
+        return [WireEvent(e.pos, event_json(e.pos, e.kind, e.payload_json)) for e in events]
 
-    async def sync(self, me: Caller, since: int, timeout_ms: int, limit: int) -> dict[str, Any]:
+    async def sync(self, me: Caller, since: int, timeout_ms: int, limit: int) -> SyncPage:
         await self.ack(me, since)
         sub = self._notifier.subscribe(me.device_id)
         try:
@@ -206,4 +248,4 @@ class MessageService:
                 events = await self.events_after(me, since, limit)
         finally:
             sub.close()
-        return {"events": events, "next": events[-1]["pos"] if events else since}
+        return SyncPage(events, events[-1].pos if events else since)

@@ -46,9 +46,11 @@ class ContactRow:
 
 @dataclass(frozen=True, slots=True)
 class QueuedEvent:
+    """An event as stored: its payload stays JSON text, copied to the wire unparsed."""
+
     pos: int
     kind: str
-    payload: dict[str, Any]
+    payload_json: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,33 +1,38 @@
-"""The SQL unit of work: engine setup, migrations to head, one transaction per use."""
+"""The SQL unit of work: engine setup, migrations to head, one transaction per use.
+
+SQLite runs on the event-loop thread (see `conn.py`) over two connections: one
+writer, serialised by a lock, and readers that each see the last commit (WAL
+snapshots), never another coroutine's half-done write. No SQLite transaction is
+held across an await that waits on anything but the database: the repositories'
+awaits return at once on this backend. PostgreSQL runs over asyncpg's pool.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import Engine, NullPool, create_engine, event, make_url, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from emsg.server.storage import ports
-from emsg.server.storage.sql.repos import (
-    SqlAccounts,
-    SqlBlocks,
-    SqlContacts,
-    SqlDevices,
-    SqlEvents,
-    SqlHeld,
-    SqlKeys,
-    SqlTokens,
-    SqlTxns,
-)
+from emsg.server.storage.sql.base import SqlCaches
+from emsg.server.storage.sql.cache import Invalidations
+from emsg.server.storage.sql.conn import AwaitingConn, BlockingConn, Conn
+from emsg.server.storage.sql.repos import SqlAccounts, SqlDevices, SqlKeys, SqlTokens
+from emsg.server.storage.sql.repos_contacts import SqlBlocks, SqlContacts
+from emsg.server.storage.sql.repos_queue import SqlEvents, SqlHeld, SqlTxns
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger("emsg.server.storage")
 
 
 class SqlTx:
@@ -45,27 +50,16 @@ class SqlTx:
         "txns",
     )
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.accounts: ports.Accounts = SqlAccounts(conn)
-        self.devices: ports.Devices = SqlDevices(conn)
-        self.tokens: ports.Tokens = SqlTokens(conn)
-        self.keys: ports.Keys = SqlKeys(conn)
-        self.contacts: ports.Contacts = SqlContacts(conn)
-        self.blocks: ports.Blocks = SqlBlocks(conn)
-        self.events: ports.Events = SqlEvents(conn)
-        self.held: ports.Held = SqlHeld(conn)
-        self.txns: ports.Txns = SqlTxns(conn)
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode is durable against process crashes (only a power cut can
-    # lose the last commits), which is what "committed before acknowledged" needs.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+    def __init__(self, conn: Conn, caches: SqlCaches, inv: Invalidations) -> None:
+        self.accounts: ports.Accounts = SqlAccounts(conn, caches, inv)
+        self.devices: ports.Devices = SqlDevices(conn, caches, inv)
+        self.tokens: ports.Tokens = SqlTokens(conn, caches, inv)
+        self.keys: ports.Keys = SqlKeys(conn, caches, inv)
+        self.contacts: ports.Contacts = SqlContacts(conn, caches, inv)
+        self.blocks: ports.Blocks = SqlBlocks(conn, caches, inv)
+        self.events: ports.Events = SqlEvents(conn, caches, inv)
+        self.held: ports.Held = SqlHeld(conn, caches, inv)
+        self.txns: ports.Txns = SqlTxns(conn, caches, inv)
 
 
 def _upgrade(sync_conn: Connection) -> None:
@@ -75,43 +69,151 @@ def _upgrade(sync_conn: Connection) -> None:
     command.upgrade(cfg, "head")
 
 
-class SqlUnitOfWork:
-    def __init__(self, engine: AsyncEngine) -> None:
+# The writer checkpoints only if the background checkpointer falls far behind.
+_WAL_BACKSTOP_PAGES: Final = 16_384
+_CHECKPOINT_EVERY_COMMITS: Final = 200
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Autocommit at the driver: the writer issues BEGIN IMMEDIATE itself, and a
+    # reader's statements each see the last commit without holding a snapshot.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode is durable against process crashes (only a power cut can
+    # lose the last commits), which is what "committed before acknowledged" needs.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    # A checkpoint fsyncs; done by a commit it would stall the event loop (about
+    # 100 us per commit, amortised). `_Checkpointer` does it in a worker thread.
+    cursor.execute(f"PRAGMA wal_autocheckpoint={_WAL_BACKSTOP_PAGES}")
+    cursor.close()
+
+
+class _Checkpointer:
+    """Copies the WAL into the database file from a worker thread, every so many commits."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._commits = 0
+        self._task: asyncio.Task[None] | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def committed(self) -> None:
+        self._commits += 1
+        if self._commits >= _CHECKPOINT_EVERY_COMMITS and self._task is None:
+            self._commits = 0
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            await asyncio.to_thread(self._checkpoint, "PASSIVE")
+        except sqlite3.Error:
+            log.exception("WAL checkpoint failed; the writer's backstop will do it")
+        finally:
+            self._task = None
+
+    def _checkpoint(self, mode: str) -> None:
+        if self._conn is None:
+            # Used by one thread at a time (one checkpoint runs at once).
+            self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA busy_timeout=10000")
+        self._conn.execute(f"PRAGMA wal_checkpoint({mode})")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._conn is not None:
+            self._conn.close()
+
+
+class SqliteUnitOfWork:
+    def __init__(self, engine: Engine, path: str) -> None:
         self._engine = engine
-        self._sqlite = engine.dialect.name == "sqlite"
-        # SQLite has one writer; serialising writers here avoids SQLITE_BUSY on the
-        # read-to-write upgrade of a deferred transaction. PostgreSQL needs no lock.
-        self._write_lock = asyncio.Lock() if self._sqlite else None
+        self._caches = SqlCaches()
+        self._writer = engine.connect()
+        self._write_lock = asyncio.Lock()
+        self._reader = engine.connect()
+        self._checkpointer = _Checkpointer(path)
 
     @classmethod
-    async def open(cls, url: str) -> SqlUnitOfWork:
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            path = url.split("///", 1)[-1]
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-        else:
-            kwargs = {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True}
-        engine = create_async_engine(url, **kwargs)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    def open(cls, url: str) -> SqliteUnitOfWork:
+        parsed = make_url(url).set(drivername="sqlite+pysqlite")
+        path = parsed.database or ""
+        if path in ("", ":memory:") or path.startswith("file:"):
+            raise ValueError("SQLite needs a database file path (readers and writer share it)")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, poolclass=NullPool)
+        event.listen(engine, "connect", _sqlite_connect)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN")
+            _upgrade(conn)
+            conn.commit()
+        return cls(engine, path)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[ports.Tx]:
+        inv = Invalidations()
+        async with self._write_lock:
+            try:
+                with self._writer.begin():
+                    # Take the write lock up front: a deferred transaction that reads
+                    # and then writes could fail with SQLITE_BUSY on the upgrade.
+                    self._writer.exec_driver_sql("BEGIN IMMEDIATE")
+                    yield SqlTx(BlockingConn(self._writer), self._caches, inv)
+            finally:
+                inv.replay()
+        self._checkpointer.committed()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[ports.Tx]:
+        # Autocommit: no transaction to hold. The repositories never suspend on this
+        # backend, so a read block runs in one go and sees one committed state.
+        try:
+            yield SqlTx(BlockingConn(self._reader), self._caches, Invalidations())
+        finally:
+            self._reader.rollback()  # ends SQLAlchemy's bookkeeping; no SQL is sent
+
+    async def ping(self) -> None:
+        self._reader.exec_driver_sql("SELECT 1")
+        self._reader.rollback()
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            await self._checkpointer.close()
+            self._writer.close()
+            self._reader.close()
+            self._engine.dispose()
+
+
+class AsyncUnitOfWork:
+    """PostgreSQL over asyncpg: concurrent transactions from a connection pool."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._caches = SqlCaches()
+
+    @classmethod
+    async def open(cls, url: str) -> AsyncUnitOfWork:
+        engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
         async with engine.begin() as conn:
             await conn.run_sync(_upgrade)
         return cls(engine)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[ports.Tx]:
-        if self._write_lock is None:
+        inv = Invalidations()
+        try:
             async with self._engine.begin() as conn:
-                yield SqlTx(conn)
-            return
-        async with self._write_lock, self._engine.begin() as conn:
-            yield SqlTx(conn)
+                yield SqlTx(AwaitingConn(conn), self._caches, inv)
+        finally:
+            inv.replay()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ports.Tx]:
         async with self._engine.connect() as conn:
-            yield SqlTx(conn)
+            yield SqlTx(AwaitingConn(conn), self._caches, Invalidations())
 
     async def ping(self) -> None:
         async with self._engine.connect() as conn:
@@ -119,3 +221,10 @@ class SqlUnitOfWork:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+
+async def open_unit_of_work(url: str) -> ports.UnitOfWork:
+    """SQLite (any `sqlite` URL, run on the loop thread) or an asyncio database URL."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return SqliteUnitOfWork.open(url)
+    return await AsyncUnitOfWork.open(url)
