@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     RATE_LIMITED = "rate_limited"
     REMOTE_UNSUPPORTED = "remote_unsupported"
+    REMOTE_UNAVAILABLE = "remote_unavailable"
     PROTOCOL_VIOLATION = "protocol_violation"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -158,6 +159,12 @@ class RemoteUnsupported(EmsgError):
     code, status = ErrorCode.REMOTE_UNSUPPORTED, 400
 
 
+class RemoteUnavailable(EmsgError):
+    """The other domain's server could not be found, reached, or trusted."""
+
+    code, status = ErrorCode.REMOTE_UNAVAILABLE, 502
+
+
 class ProtocolViolation(EmsgError):
     code, status = ErrorCode.PROTOCOL_VIOLATION, 400
 
@@ -181,8 +188,8 @@ _BY_CODE: Final[dict[ErrorCode, type[EmsgError]]] = {
         WrongDomain, Unauthorized, TokenExpired, Forbidden, NotFound, UnknownRecipient,
         UnknownDevice, RecipientRefuses, NoRequest, AlreadyFriends, TxnConflict,
         BadSignature, IdentityKeyChanged, KeysExhausted, PayloadTooLarge,
-        RemoteUnsupported, ProtocolViolation, UnsupportedMediaType, MethodNotAllowed,
-        InternalError,
+        RemoteUnsupported, RemoteUnavailable, ProtocolViolation, UnsupportedMediaType,
+        MethodNotAllowed, InternalError,
     )
 }  # fmt: skip
 

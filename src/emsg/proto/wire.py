@@ -242,6 +242,25 @@ class EventKind(StrEnum):
     CONTACT_REQUEST = "contact_request"
     CONTACT_ACCEPTED = "contact_accepted"
     CONTACT_DECLINED = "contact_declined"
+    BOUNCE = "bounce"
+
+
+class BouncedEnvelope(Wire):
+    id: str
+    to: str
+    device_id: str
+
+
+class Bounce(Wire):
+    """Envelopes (or a contact action) that could not be delivered to another domain:
+    its server refused them (`reason` is the error code) or stayed unreachable past
+    the retry window (`reason` is `remote_unavailable`)."""
+
+    destination: str
+    reason: str
+    message: str
+    envelopes: list[BouncedEnvelope] = []
+    contact: str | None = Field(default=None, description="the address of a bounced contact action")
 
 
 class Event(Wire):
@@ -249,6 +268,7 @@ class Event(Wire):
     kind: EventKind
     envelope: Envelope | None = None
     contact: Contact | None = None
+    bounce: Bounce | None = None
 
 
 class SyncResult(Wire):

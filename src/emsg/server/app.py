@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from fastapi.responses import Response
 
 from emsg.proto.wire import API_PREFIX
 from emsg.server.clock import Clock, SystemClock
 from emsg.server.fanout import LocalNotifier, Notifier
+from emsg.server.federation import routes as federation_routes
 from emsg.server.http import routes_accounts, routes_contacts, routes_messages
 from emsg.server.http.errors import install_error_handlers, install_openapi
 from emsg.server.http.middleware import MetricsMiddleware, StrictBodyMiddleware
@@ -22,7 +24,10 @@ from emsg.server.storage.sql.uow import open_unit_of_work
 
 
 def create_app(
-    settings: Settings, clock: Clock | None = None, notifier: Notifier | None = None
+    settings: Settings,
+    clock: Clock | None = None,
+    notifier: Notifier | None = None,
+    federation_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     clock = clock or SystemClock()
     metrics = Metrics()
@@ -30,8 +35,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         uow = await open_unit_of_work(settings.db_url)
-        services = Services.build(settings, clock, uow, notifier or LocalNotifier(), metrics)
+        services = Services.build(settings, clock, uow, notifier or LocalNotifier(), metrics,
+                                  federation_transport)  # fmt: skip
         app.state.services = services
+        await services.start()
         try:
             yield
         finally:
@@ -50,6 +57,8 @@ def create_app(
     install_openapi(app)
     for module in (routes_accounts, routes_contacts, routes_messages):
         app.include_router(module.router, prefix=API_PREFIX)
+    if settings.federation.enabled:
+        app.include_router(federation_routes.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,8 @@ import typer
 import uvicorn
 
 from emsg.server.app import create_app
+from emsg.server.federation.config import TlsSettings
+from emsg.server.federation.keys import SigningKeyring
 from emsg.server.settings import Settings, load_settings
 
 server_app = typer.Typer(no_args_is_help=True, help="Run and manage a homeserver.")
@@ -54,9 +57,12 @@ def serve(settings: Settings) -> None:
         log_level="info",
         proxy_headers=False,
         server_header=False,
+        ssl_certfile=str(settings.tls.cert) if settings.tls.cert else None,
+        ssl_keyfile=str(settings.tls.key) if settings.tls.key else None,
     )
     server = _Server(config)
-    log.info("emsg homeserver for %s listening on http://%s:%d", settings.domain, host, port)
+    scheme = "https" if settings.tls.cert else "http"
+    log.info("emsg homeserver for %s listening on %s://%s:%d", settings.domain, scheme, host, port)
     server.run()
 
 
@@ -68,13 +74,33 @@ def run(
     config: Annotated[
         Path | None, typer.Option(help="A TOML config file; flags override it.", exists=True)
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate chain (enables HTTPS).", exists=True)
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key.", exists=True)] = None,
 ) -> None:
     """Run the homeserver until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = load_settings(config, {"domain": domain, "listen": listen, "data": data})
+        if tls_cert or tls_key:
+            tls = TlsSettings(cert=tls_cert or settings.tls.cert, key=tls_key or settings.tls.key)
+            settings = settings.model_copy(update={"tls": tls})
+        if (settings.tls.cert is None) != (settings.tls.key is None):
+            raise ValueError("TLS needs both a certificate and a key")
     except Exception as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     settings.data.mkdir(parents=True, exist_ok=True)
     serve(settings)
+
+
+@server_app.command("rotate-key")
+def rotate_key(
+    data: Annotated[Path, typer.Option(help="The data folder.")] = Path("data"),
+) -> None:
+    """Start a new federation signing key; the old one stays published for verification."""
+    now = time.time_ns() // 1_000_000
+    ring = SigningKeyring.load(data, now, 7 * 86_400_000)
+    key = ring.rotate(now)
+    typer.echo(f"new signing key {key.key_id}; restart the server to use it")

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Final
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from emsg.proto.ids import Domain
+from emsg.server.federation.config import FederationSettings, TlsSettings
 
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -51,6 +52,8 @@ class Settings(BaseModel):
     token_ttl: float = Field(default=30 * 86400.0, description="seconds; accepts '30d' in TOML")
     limits: Limits = Limits()
     graceful_shutdown_seconds: float = 10.0
+    tls: TlsSettings = TlsSettings()
+    federation: FederationSettings = FederationSettings()
 
     @field_validator("token_ttl", mode="before")
     @classmethod

@@ -29,7 +29,11 @@ def make_settings(data: Path, **overrides: Any) -> Settings:
         account_rate=100_000, account_burst=100_000,
         ip_auth_rate_per_minute=100_000, ip_auth_burst=100_000,
     )  # fmt: skip
-    values: dict[str, Any] = {"domain": DOMAIN, "data": data, "limits": limits}
+    # One server on its own: addresses elsewhere are `remote_unsupported`, and no
+    # test reaches out to discover another domain (tests/integration/federation do).
+    values: dict[str, Any] = {
+        "domain": DOMAIN, "data": data, "limits": limits, "federation": {"enabled": False},
+    }  # fmt: skip
     values.update(overrides)
     return Settings(**values)
 

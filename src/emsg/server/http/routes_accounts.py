@@ -67,4 +67,4 @@ async def get_device_list(address: str, me: Me, svc: Svc) -> DeviceList:
 
 @router.post("/keys/claim", responses=errors(*_AUTH, 404), tags=["keys"])
 async def claim_keys(body: KeysClaimRequest, me: Me, svc: Svc) -> KeysClaimResult:
-    return await svc.keys.claim(body.address, body.device_ids)
+    return await svc.keys.claim(body.address, body.device_ids, requester=me.address)

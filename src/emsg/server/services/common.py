@@ -32,12 +32,25 @@ class AddressRules:
 
     domain: Domain
     allow_port: bool
+    federates: bool = False
 
     def parse(self, raw: str) -> Address:
         address = _parse_address(raw)
         if address.domain.port is not None and not self.allow_port:
             raise InvalidAddress(raw, "a port is not allowed in the domain here")
         return address
+
+    def is_remote(self, raw: str) -> bool:
+        """True for a valid address on another domain this server federates with."""
+        address = self.parse(raw)
+        return self.federates and address.domain != self.domain
+
+    def target(self, raw: str) -> str:
+        """The canonical text of a recipient: on this server, or on a federated one."""
+        address = self.parse(raw)
+        if address.domain != self.domain and not self.federates:
+            raise RemoteUnsupported(f"{address.domain} is not served here and not federated")
+        return str(address)
 
     def local(self, raw: str) -> str:
         """The canonical text of an address on this server, or `remote_unsupported`."""
@@ -61,7 +74,7 @@ def contact_payload(
     return payload
 
 
-_PAYLOAD_KEY = {EventKind.ENVELOPE.value: "envelope"}
+_PAYLOAD_KEY = {EventKind.ENVELOPE.value: "envelope", EventKind.BOUNCE.value: "bounce"}
 
 
 def event_json(pos: int, kind: str, payload_json: str) -> str:

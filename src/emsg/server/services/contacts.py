@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from emsg.proto.errors import (
     AlreadyFriends,
     InvalidRequest,
@@ -22,6 +24,9 @@ from emsg.server.clock import Clock
 from emsg.server.fanout import Notifier
 from emsg.server.services.common import AddressRules, Caller, contact_payload
 from emsg.server.storage.ports import Tx, UnitOfWork
+
+if TYPE_CHECKING:
+    from emsg.server.federation.contacts import RemoteContacts
 from emsg.server.storage.records import ContactRow, NewEvent
 
 
@@ -50,8 +55,14 @@ async def release_held(tx: Tx, recipient: str, sender: str) -> list[NewEvent]:
 
 class ContactService:
     def __init__(
-        self, uow: UnitOfWork, clock: Clock, rules: AddressRules, notifier: Notifier
+        self,
+        uow: UnitOfWork,
+        clock: Clock,
+        rules: AddressRules,
+        notifier: Notifier,
+        remote: RemoteContacts | None = None,
     ) -> None:
+        self._remote = remote
         self._uow = uow
         self._clock = clock
         self._rules = rules
@@ -101,6 +112,8 @@ class ContactService:
         return woken
 
     async def request(self, me: Caller, raw_to: str, message: str, identity_key: str) -> Contact:
+        if self._remote is not None and self._rules.is_remote(raw_to):
+            return await self._remote.request(me, self._rules.parse(raw_to), message, identity_key)
         to = await self._peer(raw_to, me)
         now = self._clock.now_ms()
         async with self._uow.write() as tx:
@@ -136,6 +149,8 @@ class ContactService:
         return _contact(row)
 
     async def accept(self, me: Caller, raw_peer: str) -> Contact:
+        if self._remote is not None and self._rules.is_remote(raw_peer):
+            return await self._remote.accept(me, self._rules.parse(raw_peer))
         peer = await self._peer(raw_peer, me)
         now = self._clock.now_ms()
         async with self._uow.write() as tx:
@@ -149,6 +164,8 @@ class ContactService:
         return _contact(row)
 
     async def decline(self, me: Caller, raw_peer: str) -> None:
+        if self._remote is not None and self._rules.is_remote(raw_peer):
+            return await self._remote.decline(me, self._rules.parse(raw_peer))
         peer = await self._peer(raw_peer, me)
         now = self._clock.now_ms()
         async with self._uow.write() as tx:
@@ -179,6 +196,8 @@ class ContactService:
         )
 
     async def delete(self, me: Caller, raw_peer: str) -> None:
+        if self._remote is not None and self._rules.is_remote(raw_peer):
+            return await self._remote.delete(me, self._rules.parse(raw_peer))
         peer = await self._peer(raw_peer, me)
         async with self._uow.write() as tx:
             if not await tx.contacts.delete(me.address, peer):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from emsg.proto import signing
 from emsg.proto.errors import (
@@ -26,12 +26,18 @@ from emsg.proto.wire import (
 from emsg.server.services.common import AddressRules, Caller
 from emsg.server.storage.ports import UnitOfWork
 
+if TYPE_CHECKING:
+    from emsg.server.federation.service import Federation
+
 MAX_UNCLAIMED: Final = 200
 
 
 class KeyService:
-    def __init__(self, uow: UnitOfWork, rules: AddressRules) -> None:
+    def __init__(
+        self, uow: UnitOfWork, rules: AddressRules, federation: Federation | None = None
+    ) -> None:
         self._uow = uow
+        self._federation = federation
         self._rules = rules
 
     async def upload(self, me: Caller, body: KeysUpload) -> KeyCounts:
@@ -100,6 +106,8 @@ class KeyService:
             )
 
     async def get_device_list(self, raw_address: str) -> DeviceList:
+        if self._federation is not None and self._rules.is_remote(raw_address):
+            return await self._federation.device_list(self._rules.parse(raw_address))
         address = self._rules.local(raw_address)
         async with self._uow.read() as tx:
             account = await tx.accounts.get(address)
@@ -107,7 +115,16 @@ class KeyService:
             raise NotFound(f"{address} has published no device list")
         return DeviceList.model_validate(account.device_list)
 
-    async def claim(self, raw_address: str, device_ids: list[str] | None) -> KeysClaimResult:
+    async def claim(
+        self, raw_address: str, device_ids: list[str] | None, requester: str | None = None
+    ) -> KeysClaimResult:
+        if (
+            requester is not None
+            and self._federation is not None
+            and self._rules.is_remote(raw_address)
+        ):
+            remote = self._rules.parse(raw_address)
+            return await self._federation.claim(requester, remote, device_ids)
         address = self._rules.local(raw_address)
         claimed: list[ClaimedDevice] = []
         async with self._uow.write() as tx:

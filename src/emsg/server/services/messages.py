@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -26,6 +26,7 @@ from emsg.proto.wire import (
 )
 from emsg.server.clock import Clock
 from emsg.server.fanout import Notifier
+from emsg.server.federation.ports import OutboxItem
 from emsg.server.metrics import Metrics
 from emsg.server.services.common import AddressRules, Caller, event_json
 from emsg.server.storage.ports import Tx, UnitOfWork
@@ -72,6 +73,7 @@ class SendOutcome:
     result: dict[str, Any]
     woken: list[str] = field(default_factory=list)
     accepted: int = 0
+    remote: list[str] = field(default_factory=list)
 
 
 class MessageService:
@@ -82,12 +84,15 @@ class MessageService:
         rules: AddressRules,
         notifier: Notifier,
         metrics: Metrics,
+        wake_remote: Callable[[Iterable[str]], None] | None = None,
     ) -> None:
         self._uow = uow
+        self._wake_remote = wake_remote
         self._clock = clock
         self._rules = rules
         self._notifier = notifier
         self._metrics = metrics
+        self._local_domain = str(rules.domain)
         self._last_prune = 0
 
     async def send(
@@ -125,6 +130,9 @@ class MessageService:
         accepted = sum(o.accepted for o in outcomes)
         if accepted:
             self._metrics.envelopes_accepted.inc(accepted)
+        remote = [d for o in outcomes for d in o.remote]
+        if remote and self._wake_remote is not None:
+            self._wake_remote(remote)
         if woken:
             await self._notifier.publish(woken)
 
@@ -146,6 +154,7 @@ class MessageService:
         queued: list[NewEvent] = []
         held: list[HeldEnvelope] = []
         sent: list[dict[str, Any]] = []
+        outgoing: list[OutboxItem] = []
         for to, env in targets:
             envelope_id = secrets.token_urlsafe(12)
             payload = {
@@ -157,7 +166,14 @@ class MessageService:
                 "ciphertext": env.ciphertext.model_dump(mode="json"),
                 "sent_at": now,
             }
-            if to in held_for:
+            domain = to.partition("#")[2]
+            if domain != self._local_domain:  # another server's user: its queue
+                event = {"id": envelope_id, "kind": _ENVELOPE, "envelope": payload}
+                outgoing.append(
+                    OutboxItem(domain, _ENVELOPE, envelope_id, me.address, me.device_id, event)
+                )
+                disposition = Disposition.QUEUED
+            elif to in held_for:
                 held.append(HeldEnvelope(0, to, me.address, env.device_id, payload, now))
                 disposition = Disposition.HELD
             else:
@@ -179,23 +195,29 @@ class MessageService:
             return replay
         await tx.events.append(queued, now)
         await tx.held.add(held, now)
+        if outgoing:
+            await tx.outbox.enqueue(outgoing, now)
         if now - self._last_prune > 3600_000:
             self._last_prune = now
             await tx.txns.prune(now - TXN_RETENTION_MS)
-        return SendOutcome(result, [e.device_id for e in queued], len(targets))
+        return SendOutcome(
+            result, [e.device_id for e in queued], len(targets),
+            list({i.destination for i in outgoing}),
+        )  # fmt: skip
 
     async def _check(
         self, tx: Tx, me: Caller, envelopes: Sequence[OutgoingEnvelope]
     ) -> tuple[list[tuple[str, OutgoingEnvelope]], set[str]]:
         """Every envelope's recipient and device, and who holds it as a stranger's."""
-        targets = [(self._rules.local(e.to), e) for e in envelopes]
-        recipients = list({to for to, _ in targets})
+        targets = [(self._rules.target(e.to), e) for e in envelopes]
+        local = [(to, e) for to, e in targets if to.partition("#")[2] == self._local_domain]
+        recipients = list({to for to, _ in local})
         accounts = await tx.accounts.get_many(recipients)
         for to in recipients:
             if to not in accounts:
                 raise UnknownRecipient(f"no account {to}")
-        devices = await tx.devices.get_many(list({e.device_id for _, e in targets}))
-        for to, env in targets:
+        devices = await tx.devices.get_many(list({e.device_id for _, e in local}))
+        for to, env in local:
             device = devices.get(env.device_id)
             if device is None or device.address != to or device.revoked:
                 raise UnknownDevice(f"{to} has no device {env.device_id}")

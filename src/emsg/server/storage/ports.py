@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from emsg.proto.wire import ContactState, StrangerPolicy
+from emsg.server.federation.ports import FedInbox, Outbox, ServerKeyCache
 from emsg.server.storage.records import (
     Account,
     ContactRow,
@@ -127,6 +128,9 @@ class Tx(Protocol):
     events: Events
     held: Held
     txns: Txns
+    outbox: Outbox
+    fed_inbox: FedInbox
+    server_keys: ServerKeyCache
 
 
 class UnitOfWork(Protocol):

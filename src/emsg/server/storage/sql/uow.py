@@ -23,6 +23,8 @@ from sqlalchemy import Engine, NullPool, create_engine, event, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from emsg.server.federation import ports as fp
+from emsg.server.federation.sqlstore import SqlFedInbox, SqlOutbox, SqlServerKeys
 from emsg.server.storage import ports
 from emsg.server.storage.sql.base import SqlCaches
 from emsg.server.storage.sql.cache import Invalidations
@@ -44,8 +46,11 @@ class SqlTx:
         "contacts",
         "devices",
         "events",
+        "fed_inbox",
         "held",
         "keys",
+        "outbox",
+        "server_keys",
         "tokens",
         "txns",
     )
@@ -60,6 +65,9 @@ class SqlTx:
         self.events: ports.Events = SqlEvents(conn, caches, inv)
         self.held: ports.Held = SqlHeld(conn, caches, inv)
         self.txns: ports.Txns = SqlTxns(conn, caches, inv)
+        self.outbox: fp.Outbox = SqlOutbox(conn)
+        self.fed_inbox: fp.FedInbox = SqlFedInbox(conn)
+        self.server_keys: fp.ServerKeyCache = SqlServerKeys(conn)
 
 
 def _upgrade(sync_conn: Connection) -> None:

@@ -1,0 +1,115 @@
+"""Outgoing federation HTTP: discovery, the SSRF guard, and TLS verification.
+
+Every request is addressed to `https://<domain>/...` (so `Host` and the signed
+`@authority` name the domain). The transport finds the domain's server (see
+`discovery.py`), resolves its host name once, refuses non-public addresses
+unless the configuration allows them, and connects to exactly the address it
+checked, speaking TLS for the expected name (SNI and certificate check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections import OrderedDict
+from pathlib import Path
+from typing import Final, Protocol
+
+import httpx
+
+from emsg.proto.errors import RemoteUnavailable
+from emsg.proto.federation import Target, address_forbidden
+
+log = logging.getLogger("emsg.federation")
+
+DOMAIN_EXTENSION: Final = "emsg_domain"
+TARGET_EXTENSION: Final = "emsg_target"
+_LOOKUP_TIMEOUT: Final = 5.0
+_MAX_TRANSPORTS: Final = 256
+
+
+class Refused(RemoteUnavailable):
+    """The SSRF guard refused the destination's address."""
+
+
+class TargetResolver(Protocol):
+    async def resolve(self, domain: str) -> Target: ...
+
+
+def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The system store, plus an extra CA file if configured (or SSL_CERT_FILE)."""
+    ctx = ssl.create_default_context()
+    if ca_file is not None:
+        ctx.load_verify_locations(cafile=str(ca_file))
+    return ctx
+
+
+async def checked_address(host: str, port: int, allow_private: bool) -> str:
+    """Resolve `host` once and return an address the guard allows."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), _LOOKUP_TIMEOUT
+        )
+    except (OSError, TimeoutError) as exc:
+        raise RemoteUnavailable(f"cannot resolve {host}: {exc}") from None
+    reasons = []
+    for *_, sockaddr in infos:
+        ip = str(sockaddr[0])
+        why = None if allow_private else address_forbidden(ip)
+        if why is None:
+            return ip
+        reasons.append(why)
+    raise Refused(f"refusing to connect to {host}: {'; '.join(reasons) or 'no address'}")
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    def __init__(
+        self,
+        resolver: TargetResolver | None,
+        ssl: ssl.SSLContext,
+        allow_private: bool,
+    ) -> None:
+        self._resolver = resolver
+        self._ssl = ssl
+        self._allow_private = allow_private
+        # One pool per (address, TLS name): never reuse a connection made for
+        # one name to talk to another that shares an address.
+        self._inner: OrderedDict[tuple[str, int, str, str], httpx.AsyncHTTPTransport] = (
+            OrderedDict()
+        )
+
+    def set_resolver(self, resolver: TargetResolver) -> None:
+        self._resolver = resolver
+
+    def _transport(self, key: tuple[str, int, str, str]) -> httpx.AsyncHTTPTransport:
+        inner = self._inner.get(key)
+        if inner is None:
+            inner = httpx.AsyncHTTPTransport(verify=self._ssl, retries=0)
+            self._inner[key] = inner
+            if len(self._inner) > _MAX_TRANSPORTS:
+                _, old = self._inner.popitem(last=False)
+                asyncio.get_running_loop().create_task(old.aclose())
+        else:
+            self._inner.move_to_end(key)
+        return inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        target = request.extensions.get(TARGET_EXTENSION)
+        if not isinstance(target, Target):
+            domain = request.extensions.get(DOMAIN_EXTENSION) or request.url.netloc.decode()
+            if self._resolver is None:
+                raise RemoteUnavailable("no resolver")
+            target = await self._resolver.resolve(str(domain))
+        ip = await checked_address(target.host, target.port, self._allow_private)
+        request.url = request.url.copy_with(scheme=target.scheme, host=ip, port=target.port)
+        request.extensions = {**request.extensions, "sni_hostname": target.tls_name}
+        inner = self._transport((ip, target.port, target.tls_name, target.scheme))
+        return await inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for inner in self._inner.values():
+            await inner.aclose()
+        self._inner.clear()
