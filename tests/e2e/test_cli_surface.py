@@ -50,6 +50,13 @@ PROFILE_COMMANDS = [
     ["send", "bob#example.test", "hello"],
     ["messages", "--json"],
     ["listen", "--json"],
+    ["device", "list", "--json"],
+    ["device", "approve", "ABCD-EFGH-IJKL-MNOP"],
+    ["device", "revoke", "DEVICE"],
+    ["account", "recover"],
+    ["account", "recovery-key"],
+    ["verify", "bob#example.test"],
+    ["contact", "trust", "bob#example.test"],
 ]
 
 
@@ -68,6 +75,8 @@ def test_the_contract_commands_exist() -> None:
         ("contact", "accept"), ("contact", "decline"), ("contact", "list"),
         ("contact", "block"), ("contact", "unblock"), ("policy", "strangers"),
         ("send",), ("messages",), ("listen",),
+        ("device", "list"), ("device", "approve"), ("device", "revoke"),
+        ("account", "recovery-key"), ("verify",), ("contact", "trust"),
     }  # fmt: skip
     assert expected <= set(ALL_COMMANDS)
 

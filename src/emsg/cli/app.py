@@ -14,9 +14,11 @@ import typer
 from emsg.cli import messaging
 from emsg.cli.account import account_app
 from emsg.cli.contact import contact_app
-from emsg.cli.context import DEBUG_ENV, HOME_ENV, CliState, resolve_home
+from emsg.cli.context import DEBUG_ENV, HOME_ENV, CliState, guarded, resolve_home
+from emsg.cli.device import device_app
 from emsg.cli.exits import epilog
 from emsg.cli.policy import policy_app
+from emsg.cli.verify import verify
 
 app = typer.Typer(
     name="emsg",
@@ -53,5 +55,7 @@ def root(
 
 app.add_typer(account_app, name="account")
 app.add_typer(contact_app, name="contact")
+app.add_typer(device_app, name="device")
 app.add_typer(policy_app, name="policy")
 messaging.register(app)
+app.command("verify")(guarded(verify))

@@ -92,7 +92,18 @@ async def _contacts_and_blocked(client: Client) -> tuple[list[ContactInfo], list
 
 def _blocked_json(address: str) -> dict[str, Any]:
     return {"address": address, "state": "blocked", "message": None, "identity_key": None,
-            "verified": False, "since": None}  # fmt: skip
+            "verified": False, "verification": "unverified", "since": None}  # fmt: skip
+
+
+_VERIFICATION = {"verified": "yes", "unverified": "no", "key_changed": "KEY CHANGED"}
+
+
+def warn_key_changed(address: str) -> None:
+    say(
+        f"[bold red]WARNING: the identity key of {escape(address)} has changed.[/] Nothing is"
+        f" sent to them until you compare safety numbers (`emsg verify {escape(address)}`)"
+        f" and accept the new key (`emsg contact trust {escape(address)}`)."
+    )
 
 
 @contact_app.command("list")
@@ -110,10 +121,13 @@ def list_(ctx: typer.Context, as_json: bool = JSON) -> None:
             "Contacts",
             ("address", "state", "verified", "since"),
             (
-                (info.address, info.state, "yes" if info.verified else "no", when(info.since))
+                (info.address, info.state, _VERIFICATION[info.verification], when(info.since))
                 for info in contacts
             ),
         )
+        for info in contacts:
+            if info.key_changed:
+                warn_key_changed(info.address)
     if blocked:
         table("Blocked", ("address",), ((address,) for address in blocked))
 
@@ -134,3 +148,13 @@ def unblock(ctx: typer.Context, address: str = ADDRESS) -> None:
     peer = parse_address(address)
     with_client(ctx, lambda client: client.unblock(peer))
     say(f"unblocked [bold]{escape(peer)}[/]")
+
+
+@contact_app.command("trust")
+@guarded
+def trust(ctx: typer.Context, address: str = ADDRESS) -> None:
+    """Accept the new identity key ADDRESS shows after a key-change warning (they are
+    then unverified until you verify them again)."""
+    peer = parse_address(address)
+    with_client(ctx, lambda client: client.verify.accept_new_key(peer))
+    say(f"now trusting the new identity key of [bold]{escape(peer)}[/] (not verified)")

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 HOME_ENV = "EMSG_HOME"
 PASSWORD_ENV = "EMSG_PASSWORD"
+RECOVERY_ENV = "EMSG_RECOVERY_KEY"
 DEBUG_ENV = "EMSG_DEBUG"
 DEFAULT_HOME = Path("~/.emsg")
 
@@ -69,22 +70,26 @@ def parse_address(raw: str) -> str:
 def read_password(prompt: str = "Password", *, confirm: bool = False) -> str:
     """`EMSG_PASSWORD` when set; else a hidden prompt (twice to `confirm`) on a terminal;
     else the first line of stdin (`... | emsg ...`), so nothing secret is ever an argument."""
-    from_env = os.environ.get(PASSWORD_ENV)
+    return read_secret(PASSWORD_ENV, prompt, confirm=confirm, what="password")
+
+
+def read_secret(env: str, prompt: str, *, confirm: bool = False, what: str = "secret") -> str:
+    """A secret from `env`, a hidden prompt, or the next line of piped stdin."""
+    from_env = os.environ.get(env)
     if from_env:
         return from_env
     if not sys.stdin.isatty():
         piped = sys.stdin.readline().rstrip("\r\n")
         if piped:
             return piped
-        raise CliFailure(
-            Exit.AUTH, "no_password", f"no password: set {PASSWORD_ENV} or use a terminal"
-        )
+        raise CliFailure(Exit.AUTH, f"no_{what.replace(' ', '_')}",
+                         f"no {what}: set {env} or use a terminal")  # fmt: skip
     try:
         answer: str = typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True)
     except typer.Abort as exc:
         if isinstance(exc.__context__, KeyboardInterrupt):
             raise KeyboardInterrupt from None
-        raise CliFailure(Exit.AUTH, "no_password", "no password given") from None
+        raise CliFailure(Exit.AUTH, f"no_{what.replace(' ', '_')}", f"no {what} given") from None
     return answer
 
 
@@ -101,6 +106,11 @@ def require_profile(home: Path) -> None:
 
 def with_client(ctx: typer.Context, work: Callable[[Client], Awaitable[T]]) -> T:
     """Open the profile of `--home`, run `work` with the client, and close it."""
+    return with_client_and_password(ctx, lambda client, _password: work(client))
+
+
+def with_client_and_password(ctx: typer.Context, work: Callable[[Client, str], Awaitable[T]]) -> T:
+    """`with_client` for work that needs the account password too (it is the passphrase)."""
     home = state(ctx).home
     require_profile(home)
     password = read_password(f"Passphrase for {home}")
@@ -109,7 +119,7 @@ def with_client(ctx: typer.Context, work: Callable[[Client], Awaitable[T]]) -> T
         from emsg.client import Client
 
         async with await Client.open(home, password) as client:
-            return await work(client)
+            return await work(client, password)
 
     return asyncio.run(main())
 

@@ -66,6 +66,10 @@ _BY_KIND: Final[dict[str, Exit]] = {
     "not_logged_in": Exit.AUTH,
     "profile_exists": Exit.CONFLICT,
     "device_not_approved": Exit.REFUSED,
+    "untrusted_device": Exit.REFUSED,
+    "verification_failed": Exit.REFUSED,
+    "invalid_approval_code": Exit.USAGE,
+    "invalid_recovery_key": Exit.AUTH,
 }
 
 

@@ -88,7 +88,7 @@ def _event_json(event: ClientEvent) -> dict[str, Any]:
         return {"kind": event.kind, **event.message.to_json()}
     if event.contact is not None:
         return {"kind": event.kind, **event.contact.to_json()}
-    return {"kind": event.kind}
+    return {"kind": event.kind, "detail": event.detail}
 
 
 def _event_line(event: ClientEvent) -> str:
@@ -104,6 +104,15 @@ def _event_line(event: ClientEvent) -> str:
         return f"[green]{who} accepted: you are now contacts[/]"
     if event.kind == "contact_declined":
         return f"{who} declined your contact request"
+    if event.kind == "key_changed":
+        return (
+            f"[bold red]WARNING: the identity key of {who} has changed;[/] nothing is sent to"
+            f" them until you verify (emsg verify {who}) and accept it (emsg contact trust {who})"
+        )
+    if event.kind == "approved":
+        return f"[green]this device was approved by device {escape(event.detail)}[/]"
+    if event.kind == "history":
+        return f"{escape(event.detail)} message(s) of history arrived from another device"
     return f"{event.kind} {who}"
 
 

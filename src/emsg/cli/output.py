@@ -74,3 +74,12 @@ def when(ms: int | None) -> str:
     if not ms:
         return ""
     return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def qr_code(payload: str, *, always: bool = False) -> None:
+    """A QR code of `payload` in the terminal (segno); unless `always`, only on a terminal."""
+    if not always and not sys.stdout.isatty():
+        return
+    import segno
+
+    segno.make(payload, error="m").terminal(out=sys.stdout, compact=True)

@@ -8,18 +8,21 @@ from emsg.client.errors import (
     ProfileExists,
     WrongPassphrase,
 )
-from emsg.client.models import ClientEvent, ContactInfo, Message
+from emsg.client.models import ClientEvent, ContactInfo, DeviceInfo, Message
+from emsg.crypto.verification import ShortCode
 from emsg.proto.wire import StrangerPolicy
 
 __all__ = [
     "Client",
     "ClientEvent",
     "ContactInfo",
+    "DeviceInfo",
     "DeviceNotApproved",
     "Message",
     "NoProfile",
     "NotLoggedIn",
     "ProfileExists",
+    "ShortCode",
     "StrangerPolicy",
     "WrongPassphrase",
 ]

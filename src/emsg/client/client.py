@@ -21,41 +21,38 @@ from typing import Any, Final
 import httpx
 from websockets.exceptions import WebSocketException
 
-from emsg.client.errors import DeviceNotApproved, NotLoggedIn, ProfileExists
+from emsg.client.devices import Devices
+from emsg.client.errors import NotLoggedIn, ProfileExists
 from emsg.client.inbox import Inbox, contact_info
 from emsg.client.keyring import Keyring
-from emsg.client.models import ClientEvent, ContactInfo, Message
+from emsg.client.models import ClientEvent, ContactInfo, DeviceInfo, Message
+from emsg.client.sender import Sender
 from emsg.client.store import PinnedContact, ProfileStore, now_ms
 from emsg.client.transport import HttpApi, StreamSession, path_address
-from emsg.crypto.errors import CryptoError
+from emsg.client.verify import Verifier
 from emsg.crypto.identity import IdentityKey, VerifiedDeviceList, open_identity, seal_identity
 from emsg.crypto.keys import KdfParams
 from emsg.crypto.olm import Olm
 from emsg.proto.content import Content
 from emsg.proto.errors import (
+    EmsgError,
     InvalidRequest,
     KeysExhausted,
+    MethodNotAllowed,
     NoRequest,
     NotFound,
     ProtocolViolation,
-    RateLimited,
     UnknownDevice,
 )
 from emsg.proto.ids import Address
 from emsg.proto.wire import (
-    MAX_ENVELOPES_PER_SEND,
-    ClaimedDevice,
     Contact,
     ContactRequestBody,
     ContactsView,
-    KeysClaimRequest,
-    KeysClaimResult,
     LoginRequest,
     OutgoingEnvelope,
     PolicyBody,
     RegisterRequest,
-    SendRequest,
-    SendResult,
     Session,
     StrangerPolicy,
     SyncResult,
@@ -89,18 +86,21 @@ class Client:
     device_id: str
     server_url: str
 
-    def __init__(self, store: ProfileStore, api: HttpApi, identity: IdentityKey) -> None:
+    def __init__(self, store: ProfileStore, api: HttpApi, identity: IdentityKey | None) -> None:
         self._store = store
         self._api = api
-        self._identity = identity
         self.address = Address.parse(store.address)
         self.device_id = store.device_id or ""
         self.server_url = store.server_url
         self._olm = Olm(store, store.keys.pickle_key, str(self.address), self.device_id)
         self._keyring = Keyring(api, store, self._olm, identity)
-        self._inbox = Inbox(store, self._olm, self._keyring)
-        # The stream `listen()` holds open, if any: sends are pipelined over it.
-        self._stream: StreamSession | None = None
+        self._sender = Sender(api, self._olm)
+        self._devices = Devices(api, store, self._olm, self._keyring, self._sender)
+        self._inbox = Inbox(store, self._olm, self._keyring, self._devices)
+        self._verifier = Verifier(store, self._keyring, self._sender, self._inbox)
+        # Shown once: the recovery key made at registration (None where the server
+        # keeps no identity backup).
+        self.recovery_key: str | None = None
 
     # --- opening and closing -------------------------------------------------------
 
@@ -115,6 +115,8 @@ class Client:
         kdf: KdfParams = KdfParams(),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> Client:
+        """Create the account; this profile becomes its first device and holds the new
+        account identity key. `recovery_key` holds the recovery key to show the user."""
         home = Path(home)
         if ProfileStore.exists(home):
             raise ProfileExists(f"a profile already exists in {home}")
@@ -135,6 +137,10 @@ class Client:
             api.token = session.token
             client = cls(store, api, identity)
             await client._keyring.publish_device()
+            try:
+                client.recovery_key = await client._devices.new_recovery_key()
+            except (NotFound, MethodNotAllowed):
+                log.warning("the homeserver keeps no identity backup: no recovery key")
         except BaseException:
             await api.aclose()
             raise
@@ -151,6 +157,10 @@ class Client:
         kdf: KdfParams = KdfParams(),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> Client:
+        """Log in as a new device. In a profile that holds the identity key the new
+        device replaces the old one in the signed list at once; in a new folder it is
+        *pending* (`approved` is False) until another device approves it
+        (`approval_code`) or the user enters the recovery key (`recover`)."""
         home = Path(home)
         addr = Address.parse(address)
         store: ProfileStore | None = None
@@ -170,19 +180,26 @@ class Client:
                 Session, "POST", "/login", LoginRequest(address=str(addr), password=password)
             )
             api.token = session.token
-            if store is None or identity is None:
-                # Without the identity key this device cannot join the device list.
-                await api.call("POST", "/logout")
-                raise DeviceNotApproved()
-            old_device = store.device_id
-            with store.transaction():
+            old_device = None
+            if store is None:
+                store = ProfileStore.create(
+                    home, password, address=session.address, server_url=api.server_url, kdf=kdf
+                )
+            else:
+                old_device = store.device_id
                 store.reset_device()
+            with store.transaction():
                 store.set_server_url(api.server_url)
                 store.set_token(session.token)
                 store.set_device_id(session.device_id)
                 store.set_flag("published", False)
+                store.set_flag("keys_uploaded", False)
+                store.put_secret("approval", None)
             client = cls(store, api, identity)
-            await client._keyring.publish_device(drop_device=old_device)
+            if identity is not None:
+                await client._keyring.publish_device(drop_device=old_device)
+            else:
+                await client._devices.start_pending()
         except BaseException:
             await api.aclose()
             if store is not None:
@@ -201,15 +218,17 @@ class Client:
         store = ProfileStore.open(Path(home), password)
         try:
             sealed = store.load_identity()
-            if sealed is None:
-                raise DeviceNotApproved()
-            identity = open_identity(sealed, store.keys.box)
+            identity = None if sealed is None else open_identity(sealed, store.keys.box)
         except BaseException:
             store.close()
             raise
         client = cls(store, HttpApi(store.server_url, store.token, transport=transport), identity)
         if store.token is not None and not store.flag("published"):
-            await client._keyring.publish_device()  # finish a registration cut short
+            # finish a registration or login cut short
+            if identity is not None:
+                await client._keyring.publish_device()
+            elif not store.flag("keys_uploaded"):
+                await client._devices.start_pending()
         return client
 
     async def aclose(self) -> None:
@@ -239,9 +258,75 @@ class Client:
         return {"address": me.address, "device_id": me.device_id}
 
     async def logout(self) -> None:
-        await self._authed().call("POST", "/logout")
+        api = self._authed()
+        try:
+            await self._devices.leave_list()  # contacts stop encrypting to this device
+        except (EmsgError, httpx.TransportError) as exc:
+            log.warning("could not take this device out of the device list: %s", exc)
+        await api.call("POST", "/logout")
         self._store.set_token(None)
         self._api.token = None
+
+    # --- this account's devices ----------------------------------------------------
+
+    @property
+    def approved(self) -> bool:
+        """Whether this device holds the identity key (is, or may sign itself, in the list)."""
+        return self._keyring.identity is not None
+
+    @property
+    def approval_code(self) -> str | None:
+        """The code to type on an approved device, while this one waits; else None."""
+        return self._devices.approval_code()
+
+    async def check_approval(self) -> bool:
+        """Fetch what is pending (an identity key from an approving device); approved?"""
+        if not self.approved:
+            await self.fetch()
+        return self.approved
+
+    async def _require_approved(self) -> IdentityKey:
+        if self._keyring.identity is None:
+            await self.fetch()
+        return self._keyring.require_identity()
+
+    async def devices(self) -> list[DeviceInfo]:
+        self._authed()
+        return await self._devices.all()
+
+    async def approve_device(self, code: str, *, history: bool = False) -> DeviceInfo:
+        """Approve the pending device that shows `code`; with `history`, this device's
+        messages (after fetching what is pending) are copied to it, encrypted."""
+        self._authed()
+        await self._require_approved()
+        if history:
+            await self.fetch()
+        return await self._devices.approve(code, history=history)
+
+    async def revoke_device(self, device_id: str, password: str) -> None:
+        self._authed()
+        await self._require_approved()
+        await self._devices.revoke(device_id, password)
+
+    async def recover(self, recovery_key: str) -> None:
+        """Approve this pending device with the account recovery key."""
+        self._authed()
+        if self.approved:
+            return
+        await self._devices.recover(recovery_key)
+
+    async def new_recovery_key(self) -> str:
+        """Replace the recovery key (the old one stops opening the backup); show it once."""
+        self._authed()
+        await self._require_approved()
+        return await self._devices.new_recovery_key()
+
+    # --- verifying friends ---------------------------------------------------------
+
+    @property
+    def verify(self) -> Verifier:
+        """Safety numbers, QR payloads, SAS and accepting a changed key (see `Verifier`)."""
+        return self._verifier
 
     # --- contacts ------------------------------------------------------------------
 
@@ -269,12 +354,13 @@ class Client:
 
     async def add_contact(self, address: str, message: str = "") -> ContactInfo:
         peer = self._peer(address)
+        identity = await self._require_approved()
         devices = await self._keyring.fetch(peer)  # IdentityKeyChanged if it differs from a pin
         contact = await self._authed().call_model(
             Contact,
             "POST",
             "/contacts/requests",
-            ContactRequestBody(to=peer, message=message, identity_key=self._identity.public_key),
+            ContactRequestBody(to=peer, message=message, identity_key=identity.public_key),
         )
         return contact_info(contact, self._pin(contact, devices.identity_key))
 
@@ -301,6 +387,7 @@ class Client:
 
     async def accept_contact(self, address: str) -> ContactInfo:
         peer = self._peer(address)
+        await self._require_approved()
         view = await self._view()
         request = next(
             (c for c in view.contacts if c.address == peer and c.state.value == "incoming"), None
@@ -329,7 +416,8 @@ class Client:
             pinned = self._store.contact(contact.address)
             if pinned is not None and pinned.state != contact.state.value:
                 pinned = self._pin(contact, pinned.identity_key or "", contact.state.value)
-            out.append(contact_info(contact, pinned))
+            changed = self._store.key_change(contact.address) is not None
+            out.append(contact_info(contact, pinned, key_changed=changed))
         return out
 
     async def blocked(self) -> list[str]:
@@ -352,6 +440,7 @@ class Client:
 
     async def send_text(self, to: str, body: str) -> Message:
         peer = _canonical_address(to)
+        await self._require_approved()
         me = str(self.address)
         content = Content.model_validate(
             {
@@ -389,80 +478,17 @@ class Client:
         own = [d.device_id for d in mine.devices if d.device_id != self.device_id]
         if own:
             targets.append((mine, own))
-        claimed = [await self._claim(devices, device_ids) for devices, device_ids in targets]
+        claimed = [await self._sender.claim(devices, device_ids) for devices, device_ids in targets]
         envelopes: list[OutgoingEnvelope] = []
         with self._store.transaction():
             for (devices, device_ids), keys in zip(targets, claimed, strict=True):
-                out = self._encrypt_to(content, devices, device_ids, keys)
+                out = self._sender.encrypt_to(content, devices, device_ids, keys)
                 if not out and devices is not mine:
                     raise KeysExhausted(f"no device of {peer} can receive a message right now")
                 envelopes += out
             self._store.add_message(message)
         if envelopes:
-            await self._send(envelopes)
-
-    async def _claim(
-        self, devices: VerifiedDeviceList, device_ids: list[str]
-    ) -> dict[str, ClaimedDevice]:
-        """One-time keys for the devices this device has no session with yet."""
-        need = [d for d in device_ids if not self._olm.has_session(devices.device(d).curve25519)]
-        if not need:
-            return {}
-        result = await self._authed().call_model(
-            KeysClaimResult,
-            "POST",
-            "/keys/claim",
-            KeysClaimRequest(address=devices.address, device_ids=need),
-        )
-        return {c.device_keys.device_id: c for c in result.devices}
-
-    def _encrypt_to(
-        self,
-        content: Content,
-        devices: VerifiedDeviceList,
-        device_ids: list[str],
-        claimed: dict[str, ClaimedDevice],
-    ) -> list[OutgoingEnvelope]:
-        out = []
-        for device_id in device_ids:
-            try:
-                out.append(self._olm.encrypt(content, devices, device_id, claimed.get(device_id)))
-            except CryptoError as exc:  # no key left, or a key that does not verify
-                log.warning("not sending to %s/%s: %s", devices.address, device_id, exc)
-        return out
-
-    async def _send(self, envelopes: list[OutgoingEnvelope]) -> list[SendResult]:
-        results = []
-        for start in range(0, len(envelopes), MAX_ENVELOPES_PER_SEND):
-            batch = SendRequest(envelopes=envelopes[start : start + MAX_ENVELOPES_PER_SEND])
-            txn_id = secrets.token_urlsafe(18)
-            results.append(await self._put_send(txn_id, batch))
-        return results
-
-    async def _put_send(self, txn_id: str, batch: SendRequest) -> SendResult:
-        """Send over the open stream if there is one, else PUT until the server answers.
-
-        Both routes take the same transaction id, so a send that failed on the stream
-        and is repeated over HTTP is stored once.
-        """
-        stream = self._stream
-        if stream is not None:
-            try:
-                return await stream.send(txn_id, list(batch.envelopes))
-            except (OSError, WebSocketException, ProtocolViolation) as exc:
-                log.info("stream send %s failed (%s); falling back to HTTP", txn_id, exc)
-        delay = 0.25
-        for attempt in range(_SEND_ATTEMPTS):
-            try:
-                return await self._authed().call_model(SendResult, "PUT", f"/send/{txn_id}", batch)
-            except (httpx.TransportError, RateLimited) as exc:
-                if attempt == _SEND_ATTEMPTS - 1:
-                    raise
-                wait = exc.retry_after if isinstance(exc, RateLimited) else delay
-                log.info("send %s failed (%s); retrying in %.2fs", txn_id, exc, wait)
-                await asyncio.sleep(min(wait, _MAX_BACKOFF))
-                delay = min(delay * 2, _MAX_BACKOFF)
-        raise AssertionError("unreachable")  # pragma: no cover
+            await self._sender.send(envelopes)
 
     # --- receiving -----------------------------------------------------------------
 
@@ -507,7 +533,7 @@ class Client:
                 delay = min(delay * 2, _MAX_BACKOFF)
                 continue
             delay = 0.5
-            self._stream = stream
+            self._sender.stream = stream
             unacked, last_ack = 0, time.monotonic()
             try:
                 async for event in stream.events():
@@ -533,7 +559,7 @@ class Client:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
             finally:
-                self._stream = None
+                self._sender.stream = None
                 await stream.aclose()
 
     async def replenish_keys(self) -> None:
@@ -552,7 +578,7 @@ class Client:
     @property
     def identity_key(self) -> str:
         """This account's public identity key (what contacts pin)."""
-        return self._identity.public_key
+        return self._keyring.require_identity().public_key
 
     def _debug(self) -> dict[str, Any]:
         return {"cursor": self._store.cursor, "device_id": self.device_id}

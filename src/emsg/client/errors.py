@@ -47,9 +47,9 @@ class DeviceNotApproved(ClientError):
     @classmethod
     def default_message(cls) -> str:
         return (
-            "this profile does not hold the account's identity key, so the new device "
-            "cannot be added to the device list yet (approval from another device is "
-            "not implemented); log in from the profile that registered the account"
+            "this device is waiting for approval: on a device that is already approved run"
+            " `emsg device approve CODE` with the code `emsg account login` showed here, or"
+            " run `emsg account recover` here with the account's recovery key"
         )
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 
+from emsg.client.devices import Devices
 from emsg.client.keyring import Keyring
 from emsg.client.models import ClientEvent, ContactInfo, Message
 from emsg.client.store import PinnedContact, ProfileStore, now_ms
-from emsg.crypto.errors import CryptoError
+from emsg.crypto.errors import CryptoError, UntrustedDevice
+from emsg.crypto.identity import VerifiedDeviceList, verify_device_list
 from emsg.crypto.olm import Olm
+from emsg.proto.content import AnyContent, ContactsShare, Content, HistoryShare, IdentityShare
 from emsg.proto.errors import BadSignature, EmsgError, IdentityKeyChanged, NotFound
 from emsg.proto.wire import Contact, Envelope, Event, EventKind
 
@@ -22,7 +25,10 @@ log = logging.getLogger(__name__)
 
 
 def contact_info(
-    contact: Contact, pinned: PinnedContact | None, state: str | None = None
+    contact: Contact,
+    pinned: PinnedContact | None,
+    state: str | None = None,
+    key_changed: bool = False,
 ) -> ContactInfo:
     return ContactInfo(
         address=contact.address,
@@ -33,15 +39,19 @@ def contact_info(
         else contact.identity_key,
         verified=bool(pinned and pinned.verified),
         since=contact.since,
+        key_changed=key_changed,
     )
 
 
 class Inbox:
-    def __init__(self, store: ProfileStore, olm: Olm, keyring: Keyring) -> None:
+    def __init__(self, store: ProfileStore, olm: Olm, keyring: Keyring, devices: Devices) -> None:
         self._store = store
         self._olm = olm
         self._keyring = keyring
+        self._devices = devices
         self.one_time_keys_used = 0
+        # Verification contents (sas_*) go to whoever waits for them; else dropped.
+        self.sas_contents: list[tuple[Envelope, AnyContent]] | None = None
 
     async def process(self, event: Event) -> list[ClientEvent]:
         """Handle one event durably and return what the user should see (maybe nothing)."""
@@ -52,14 +62,30 @@ class Inbox:
             self._store.advance_cursor(event.pos)
         return out
 
+    def _drop(self, pos: int, envelope: Envelope, why: object) -> None:
+        log.warning("dropping envelope %s from %s: %s", envelope.id, envelope.sender, why)
+        with self._store.transaction():
+            self._store.mark_seen(envelope.id)
+            self._store.advance_cursor(pos)
+
+    async def _sender_devices(self, envelope: Envelope) -> VerifiedDeviceList:
+        if self._keyring.identity is None:
+            # Waiting for approval: only this account's own devices may write to us, and
+            # what they send is checked against the approval code (Devices.accept_...).
+            if envelope.sender != self._store.address:
+                raise UntrustedDevice("a device waiting for approval takes nothing from others")
+            raw = await self._keyring.fetch_raw(envelope.sender)
+            return verify_device_list(raw, address=envelope.sender, pinned_identity_key=None)
+        return await self._keyring.for_sender(envelope.sender, envelope.sender_device)
+
     async def _envelope(self, pos: int, envelope: Envelope) -> list[ClientEvent]:
         try:
-            devices = await self._keyring.for_sender(envelope.sender, envelope.sender_device)
-        except (IdentityKeyChanged, CryptoError, BadSignature, NotFound) as exc:
-            log.warning("dropping envelope %s from %s: %s", envelope.id, envelope.sender, exc)
-            with self._store.transaction():
-                self._store.mark_seen(envelope.id)
-                self._store.advance_cursor(pos)
+            devices = await self._sender_devices(envelope)
+        except IdentityKeyChanged as exc:
+            self._drop(pos, envelope, exc)
+            return [self._key_changed_event(envelope.sender, exc.message)]
+        except (CryptoError, BadSignature, NotFound) as exc:
+            self._drop(pos, envelope, exc)
             return []
         # One transaction: seen id, session state, replay hash, history row and cursor.
         with self._store.transaction():
@@ -68,10 +94,27 @@ class Inbox:
                 return []  # a redelivery of an envelope already handled
             try:
                 decrypted = self._olm.decrypt(envelope, devices)
+                out = self._content(envelope, decrypted.content, devices)
             except EmsgError as exc:
                 log.warning("dropping envelope %s from %s: %s", envelope.id, envelope.sender, exc)
                 return []
-            content = decrypted.content
+        if decrypted.used_one_time_key:
+            self.one_time_keys_used += 1
+        return out
+
+    def _content(
+        self, envelope: Envelope, content: AnyContent, devices: VerifiedDeviceList
+    ) -> list[ClientEvent]:
+        """Act on a decrypted content (inside the envelope's transaction)."""
+        pending = self._keyring.identity is None
+        if isinstance(content, IdentityShare):
+            if not pending:
+                return []  # already approved: nothing to learn
+            self._devices.accept_identity_share(content, devices)
+            return [ClientEvent("approved", detail=envelope.sender_device)]
+        if pending:
+            raise UntrustedDevice(f"{content.type} before this device was approved")
+        if isinstance(content, Content):
             mine = envelope.sender == self._store.address
             message = Message(
                 id=content.id,
@@ -83,9 +126,46 @@ class Inbox:
                 direction="out" if mine else "in",
             )
             new = self._store.add_message(message)
-        if decrypted.used_one_time_key:
-            self.one_time_keys_used += 1
-        return [ClientEvent("message", message=message)] if new else []
+            return [ClientEvent("message", message=message)] if new else []
+        if isinstance(content, HistoryShare):
+            return self._import_history(content)
+        if isinstance(content, ContactsShare):
+            self._devices.accept_contacts_share(content)
+            return []
+        if self.sas_contents is not None:
+            self.sas_contents.append((envelope, content))
+        return []
+
+    def _import_history(self, share: HistoryShare) -> list[ClientEvent]:
+        me, now, added = self._store.address, now_ms(), 0
+        for item in share.messages:
+            if me not in (item.from_, item.to):
+                continue  # only this account's own conversations
+            added += self._store.add_message(
+                Message(
+                    item.id,
+                    item.from_,
+                    item.to,
+                    item.body,
+                    item.sent_at,
+                    now,
+                    "out" if item.from_ == me else "in",
+                )
+            )
+        return [ClientEvent("history", detail=str(added))] if added else []
+
+    def _key_changed_event(self, address: str, why: str) -> ClientEvent:
+        pinned = self._store.contact(address)
+        info = ContactInfo(
+            address=address,
+            state=pinned.state if pinned else "stranger",
+            message=why,
+            identity_key=self._store.key_change(address),
+            verified=bool(pinned and pinned.verified),
+            since=pinned.since if pinned else None,
+            key_changed=True,
+        )
+        return ClientEvent("key_changed", contact=info)
 
     def _contact_event(self, event: Event) -> list[ClientEvent]:
         contact = event.contact

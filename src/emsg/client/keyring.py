@@ -11,13 +11,20 @@ import logging
 import time
 from typing import Final
 
+from emsg.client.errors import DeviceNotApproved
 from emsg.client.store import PinnedContact, ProfileStore, now_ms
 from emsg.client.transport import HttpApi, path_address
 from emsg.crypto.device import MAX_ONE_TIME_KEYS, Device
-from emsg.crypto.identity import IdentityKey, VerifiedDeviceList, verify_device_list
+from emsg.crypto.errors import CryptoError, UntrustedDevice
+from emsg.crypto.identity import (
+    IdentityKey,
+    VerifiedDeviceList,
+    seal_identity,
+    verify_device_list,
+)
 from emsg.crypto.olm import Olm
-from emsg.proto.errors import NotFound
-from emsg.proto.wire import DeviceList, KeyCounts, KeysUpload
+from emsg.proto.errors import EmsgError, IdentityKeyChanged, NotFound
+from emsg.proto.wire import DeviceList, KeyCounts, KeysUpload, ListedDevice
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +36,9 @@ _UPLOAD_BATCH: Final = 50
 
 
 class Keyring:
-    def __init__(self, api: HttpApi, store: ProfileStore, olm: Olm, identity: IdentityKey) -> None:
+    def __init__(
+        self, api: HttpApi, store: ProfileStore, olm: Olm, identity: IdentityKey | None
+    ) -> None:
         self._api = api
         self._store = store
         self._olm = olm
@@ -39,11 +48,55 @@ class Keyring:
 
     # --- other accounts ------------------------------------------------------------
 
+    @property
+    def identity(self) -> IdentityKey | None:
+        """The account identity key, or None while this device waits for approval."""
+        return self._identity
+
+    def require_identity(self) -> IdentityKey:
+        if self._identity is None:
+            raise DeviceNotApproved()
+        return self._identity
+
+    def adopt_identity(self, identity: IdentityKey, *, published: bool) -> None:
+        """This device was approved (or recovered): it now holds the identity key.
+
+        `published`: whether the signed list already names this device."""
+        with self._store.transaction():
+            self._store.save_identity(seal_identity(identity, self._store.keys.box))
+            self._store.put_secret("approval", None)
+            self._store.set_flag("published", published)
+        self._identity = identity
+        self.forget(self._store.address)
+
     def pinned_key(self, address: str) -> str | None:
         if address == self._store.address:
-            return self._identity.public_key
+            return None if self._identity is None else self._identity.public_key
         contact = self._store.contact(address)
         return None if contact is None else contact.identity_key
+
+    async def fetch_raw(self, address: str) -> DeviceList:
+        """The device list as the server hands it out: verify before any use."""
+        return await self._api.get_model(DeviceList, f"/keys/device-list/{path_address(address)}")
+
+    def _key_changed(self, address: str, raw: DeviceList) -> EmsgError:
+        """The error for a list signed by another key than the pinned one; a list that
+        is at least signed by the key it names is remembered so the user can accept it."""
+        try:
+            verify_device_list(raw, address=address, pinned_identity_key=None)
+        except CryptoError:
+            return UntrustedDevice(f"the device list of {address} is not signed by its key")
+        self._store.note_key_change(address, raw.identity_key)
+        contact = self._store.contact(address)
+        verified = " You had verified the old key." if contact and contact.verified else ""
+        log.warning("the identity key of %s changed", address)
+        return IdentityKeyChanged(
+            f"WARNING: the account identity key of {address} has changed.{verified} This happens"
+            " if they re-created their account, or if a server is trying to read their"
+            " messages. Nothing is sent to them until you compare safety numbers"
+            f" (`emsg verify {address}`) and accept the new key with"
+            f" `emsg contact trust {address}`."
+        )
 
     async def fetch(
         self, address: str, *, expect_key: str | None = None, tofu: bool = False
@@ -54,9 +107,12 @@ class Keyring:
         one (e.g. the key stated in a contact request). With `tofu`, a first sight
         pins the key as a stranger's.
         """
-        raw = await self._api.get_model(DeviceList, f"/keys/device-list/{path_address(address)}")
+        raw = await self.fetch_raw(address)
         pinned = self.pinned_key(address)
-        verified = verify_device_list(raw, address=address, pinned_identity_key=pinned)
+        try:
+            verified = verify_device_list(raw, address=address, pinned_identity_key=pinned)
+        except IdentityKeyChanged:
+            raise self._key_changed(address, raw) from None
         if expect_key is not None:
             verify_device_list(raw, address=address, pinned_identity_key=expect_key)
         if pinned is None and tofu:
@@ -89,8 +145,8 @@ class Keyring:
 
     # --- this device ---------------------------------------------------------------
 
-    async def publish_device(self, drop_device: str | None = None) -> None:
-        """Upload this device's keys and add it to the account's signed device list.
+    async def upload_keys(self) -> Device:
+        """Upload this device's keys, one-time keys and fallback key.
 
         Safe to repeat after a crash: the account is created once and reused.
         """
@@ -117,19 +173,44 @@ class Keyring:
             device = self._olm.load_device()
             device.mark_published()
             self._olm.save_device(device)
+            self._store.set_flag("keys_uploaded", True)
+        return device
 
-        try:
-            current: VerifiedDeviceList | None = await self.fetch(address)
-        except NotFound:
-            current = None
+    async def publish_device(self, drop_device: str | None = None) -> None:
+        """Upload this device's keys and sign it into the account's device list."""
+        identity = self.require_identity()
+        device = await self.upload_keys()
+        current = await self.own_list()
         devices = [d for d in (current.devices if current else []) if d.device_id != drop_device]
-        devices = [d for d in devices if d.device_id != device_id] + [device.listed()]
-        signed = self._identity.sign_device_list(
+        devices = [d for d in devices if d.device_id != device.device_id] + [device.listed()]
+        await self.publish_list(identity, current, devices)
+        self._store.set_flag("published", True)
+
+    async def own_list(self) -> VerifiedDeviceList | None:
+        """This account's verified device list, fetched now; None if none was published."""
+        try:
+            return await self.fetch(self._store.address)
+        except NotFound:
+            return None
+
+    async def publish_list(
+        self,
+        identity: IdentityKey,
+        current: VerifiedDeviceList | None,
+        devices: list[ListedDevice],
+    ) -> VerifiedDeviceList:
+        """Sign `devices` as the next version of this account's list and publish it."""
+        address = self._store.address
+        signed = identity.sign_device_list(
             address, (current.version + 1) if current else 1, devices
         )
         await self._api.call("PUT", "/keys/device-list", signed)
-        self.forget(address)
-        self._store.set_flag("published", True)
+        verified = verify_device_list(
+            signed, address=address, pinned_identity_key=identity.public_key
+        )
+        self._cache[address] = verified
+        self._fetched_at[address] = time.monotonic()
+        return verified
 
     async def replenish(self) -> KeyCounts:
         """Keep at least MIN_ONE_TIME_KEYS one-time keys and a fallback key on the server."""

@@ -42,6 +42,11 @@ class ContactInfo:
     identity_key: str | None
     verified: bool
     since: int | None
+    key_changed: bool = False  # they show another identity key than the one pinned
+
+    @property
+    def verification(self) -> str:
+        return "key_changed" if self.key_changed else "verified" if self.verified else "unverified"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,12 +55,38 @@ class ContactInfo:
             "message": self.message,
             "identity_key": self.identity_key,
             "verified": self.verified,
+            "verification": self.verification,
             "since": self.since,
         }
 
 
 @dataclass(frozen=True, slots=True)
 class ClientEvent:
-    kind: str  # message | contact_request | contact_accepted | contact_declined
+    # message | contact_request | contact_accepted | contact_declined | key_changed
+    # | approved (this device) | history (messages imported from another device)
+    kind: str
     message: Message | None = None
     contact: ContactInfo | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """A device of this account: `state` is approved (in the signed list), pending or revoked."""
+
+    device_id: str
+    state: str
+    name: str
+    created_at: int | None
+    current: bool  # the device this profile is
+    ed25519: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device_id": self.device_id,
+            "state": self.state,
+            "name": self.name,
+            "created_at": self.created_at,
+            "current": self.current,
+            "ed25519": self.ed25519,
+        }

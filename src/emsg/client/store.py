@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS messages (
     direction TEXT NOT NULL CHECK (direction IN ('in', 'out')));
 CREATE INDEX IF NOT EXISTS messages_by_peer ON messages (peer, sent_at);
 CREATE TABLE IF NOT EXISTS seen_envelopes (id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS key_changes (
+    address TEXT PRIMARY KEY, new_key TEXT NOT NULL, seen_at INTEGER NOT NULL);
 """
 
 
@@ -350,6 +352,34 @@ class ProfileStore:
                 contact.since,
             ),
         )
+
+    def set_verified(self, address: str, identity_key: str) -> bool:
+        """Mark `address` verified if `identity_key` is the key pinned for it."""
+        cur = self._conn.execute(
+            "UPDATE contacts SET verified = 1 WHERE address = ? AND identity_key = ?",
+            (address, identity_key),
+        )
+        return cur.rowcount == 1
+
+    # --- identity key changes --------------------------------------------------------
+
+    def note_key_change(self, address: str, new_key: str) -> None:
+        """Remember that `address` now shows another identity key than the pinned one."""
+        self._conn.execute(
+            "INSERT INTO key_changes VALUES (?, ?, ?) ON CONFLICT (address) DO UPDATE"
+            " SET new_key = excluded.new_key, seen_at = excluded.seen_at"
+            " WHERE key_changes.new_key != excluded.new_key",
+            (address, new_key, now_ms()),
+        )
+
+    def key_change(self, address: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT new_key FROM key_changes WHERE address = ?", (address,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def clear_key_change(self, address: str) -> None:
+        self._conn.execute("DELETE FROM key_changes WHERE address = ?", (address,))
 
     # --- history -------------------------------------------------------------------
 

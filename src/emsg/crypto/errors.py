@@ -60,3 +60,24 @@ class WrongPassphrase(CryptoError):
     @classmethod
     def default_message(cls) -> str:
         return "wrong passphrase for this profile"
+
+
+class InvalidApprovalCode(CryptoError):
+    """A typed approval code that is not 16 base32 characters."""
+
+    code, status = ErrorCode.INVALID_REQUEST, 400
+    kind = "invalid_approval_code"
+
+
+class InvalidRecoveryKey(CryptoError):
+    """A recovery key that is malformed or does not open the account's backup."""
+
+    code, status = ErrorCode.UNAUTHORIZED, 401
+    kind = "invalid_recovery_key"
+
+
+class VerificationFailed(CryptoError):
+    """A safety number, QR payload or SAS exchange that does not match."""
+
+    code, status = ErrorCode.BAD_SIGNATURE, 400
+    kind = "verification_failed"

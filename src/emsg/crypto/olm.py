@@ -32,12 +32,17 @@ from emsg.crypto.identity import VerifiedDeviceList
 from emsg.crypto.keys import PickleKey
 from emsg.crypto.store import CryptoStore
 from emsg.proto import b64
-from emsg.proto.content import Content
+from emsg.proto.content import ANY_CONTENT, AnyContent, ContentHeader, ContentType
 from emsg.proto.errors import EmsgError
 from emsg.proto.jsoncodec import loads_strict
 from emsg.proto.wire import Ciphertext, ClaimedDevice, Envelope, OutgoingEnvelope
 
 PRE_KEY, NORMAL = 0, 1
+# Device-to-device contents and who may send them (protocol.md §9).
+OWN_ACCOUNT_ONLY: Final = frozenset(
+    {ContentType.IDENTITY_SHARE, ContentType.CONTACTS_SHARE, ContentType.HISTORY_SHARE}
+)
+PEER_ONLY: Final = frozenset({ContentType.SAS_START, ContentType.SAS_KEY, ContentType.SAS_MAC})
 # Live sessions kept in memory; past this many (stale entries included) start over.
 MAX_LIVE_SESSIONS: Final = 4096
 
@@ -46,20 +51,23 @@ MAX_LIVE_SESSIONS: Final = 4096
 class Decrypted:
     """A content that decrypted and passed every §9 check."""
 
-    content: Content
+    content: AnyContent
     sender: str
     sender_device: str
     used_one_time_key: bool  # a new inbound session: time to check the key count
 
 
-def encode_content(content: Content) -> bytes:
+def encode_content(content: ContentHeader) -> bytes:
     # the same bytes as jsoncodec.dumps(content.model_dump(mode="json", by_alias=True))
     return content.model_dump_json(by_alias=True).encode()
 
 
-def decode_content(plaintext: bytes) -> Content:
+def decode_content(plaintext: bytes) -> AnyContent:
     try:
-        return Content.model_validate(loads_strict(plaintext))
+        raw = loads_strict(plaintext)
+        if isinstance(raw, dict) and "type" not in raw:
+            raw = {**raw, "type": "text"}  # `type` was optional for text in the first release
+        return ANY_CONTENT.validate_python(raw)
     except (EmsgError, ValidationError) as exc:
         raise ContentRejected(f"the decrypted content is malformed: {exc}") from None
 
@@ -114,7 +122,7 @@ class Olm:
 
     def encrypt(
         self,
-        content: Content,
+        content: ContentHeader,
         peer: VerifiedDeviceList,
         device_id: str,
         claimed: ClaimedDevice | None = None,
@@ -200,15 +208,19 @@ class Olm:
             )
         curve25519_key(envelope.ciphertext.sender_key)  # refuses low-order keys
 
-    def _check_content(self, envelope: Envelope, content: Content) -> None:
+    def _check_content(self, envelope: Envelope, content: AnyContent) -> None:
         if content.from_ != envelope.sender or content.from_device != envelope.sender_device:
             raise ContentRejected("the content names another sender than the envelope")
         if envelope.sender == self.address:
             # a copy of our own message from another of our devices: `to` is the peer
             if envelope.sender_device == self.device_id:
                 raise ContentRejected("a message from this very device")
+            if content.type in PEER_ONLY:
+                raise ContentRejected(f"{content.type} comes only from another account")
         elif content.to != self.address:
             raise ContentRejected("the content is addressed to someone else")
+        elif content.type in OWN_ACCOUNT_ONLY:
+            raise ContentRejected(f"{content.type} comes only from this account's own devices")
 
     def _unpickle_session(self, pickle: str) -> vodozemac.Session:
         try:

@@ -1,0 +1,124 @@
+"""Encrypting contents to verified devices and sending the envelopes.
+
+Shared by text messages and device-to-device contents (identity and history
+shares, verification). Sends go over the open stream when `listen()` holds one,
+else over HTTP with retries; both carry the same transaction id, so a send that
+failed on the stream and is repeated over HTTP is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Final
+
+import httpx
+from websockets.exceptions import WebSocketException
+
+from emsg.client.errors import NotLoggedIn
+from emsg.client.transport import HttpApi, StreamSession
+from emsg.crypto.errors import CryptoError
+from emsg.crypto.identity import VerifiedDeviceList
+from emsg.crypto.olm import Olm
+from emsg.proto.content import ContentHeader
+from emsg.proto.errors import ProtocolViolation, RateLimited
+from emsg.proto.wire import (
+    MAX_ENVELOPES_PER_SEND,
+    ClaimedDevice,
+    KeysClaimRequest,
+    KeysClaimResult,
+    OutgoingEnvelope,
+    SendRequest,
+    SendResult,
+)
+
+log = logging.getLogger(__name__)
+
+_SEND_ATTEMPTS: Final = 6
+_MAX_BACKOFF: Final = 30.0
+
+
+class Sender:
+    def __init__(self, api: HttpApi, olm: Olm) -> None:
+        self._api = api
+        self._olm = olm
+        # The stream `listen()` holds open, if any: sends are pipelined over it.
+        self.stream: StreamSession | None = None
+
+    def _authed(self) -> HttpApi:
+        if self._api.token is None:
+            raise NotLoggedIn()
+        return self._api
+
+    async def claim(
+        self, devices: VerifiedDeviceList, device_ids: list[str]
+    ) -> dict[str, ClaimedDevice]:
+        """One-time keys for the devices this device has no session with yet."""
+        need = [d for d in device_ids if not self._olm.has_session(devices.device(d).curve25519)]
+        if not need:
+            return {}
+        result = await self._authed().call_model(
+            KeysClaimResult,
+            "POST",
+            "/keys/claim",
+            KeysClaimRequest(address=devices.address, device_ids=need),
+        )
+        # Only keys of devices we asked for: a server cannot add one by answering more.
+        return {
+            c.device_keys.device_id: c for c in result.devices if c.device_keys.device_id in need
+        }
+
+    def encrypt_to(
+        self,
+        content: ContentHeader,
+        devices: VerifiedDeviceList,
+        device_ids: list[str],
+        claimed: dict[str, ClaimedDevice],
+    ) -> list[OutgoingEnvelope]:
+        out = []
+        for device_id in device_ids:
+            try:
+                out.append(self._olm.encrypt(content, devices, device_id, claimed.get(device_id)))
+            except CryptoError as exc:  # no key left, or a key that does not verify
+                log.warning("not sending to %s/%s: %s", devices.address, device_id, exc)
+        return out
+
+    async def send(self, envelopes: list[OutgoingEnvelope]) -> list[SendResult]:
+        results = []
+        for start in range(0, len(envelopes), MAX_ENVELOPES_PER_SEND):
+            batch = SendRequest(envelopes=envelopes[start : start + MAX_ENVELOPES_PER_SEND])
+            txn_id = secrets.token_urlsafe(18)
+            results.append(await self._put_send(txn_id, batch))
+        return results
+
+    async def _put_send(self, txn_id: str, batch: SendRequest) -> SendResult:
+        """Send over the open stream if there is one, else PUT until the server answers."""
+        stream = self.stream
+        if stream is not None:
+            try:
+                return await stream.send(txn_id, list(batch.envelopes))
+            except (OSError, WebSocketException, ProtocolViolation) as exc:
+                log.info("stream send %s failed (%s); falling back to HTTP", txn_id, exc)
+        delay = 0.25
+        for attempt in range(_SEND_ATTEMPTS):
+            try:
+                return await self._authed().call_model(SendResult, "PUT", f"/send/{txn_id}", batch)
+            except (httpx.TransportError, RateLimited) as exc:
+                if attempt == _SEND_ATTEMPTS - 1:
+                    raise
+                wait = exc.retry_after if isinstance(exc, RateLimited) else delay
+                log.info("send %s failed (%s); retrying in %.2fs", txn_id, exc, wait)
+                await asyncio.sleep(min(wait, _MAX_BACKOFF))
+                delay = min(delay * 2, _MAX_BACKOFF)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def send_to_devices(
+        self, content: ContentHeader, devices: VerifiedDeviceList, device_ids: list[str]
+    ) -> int:
+        """Encrypt one device-to-device content to `device_ids` and send it; how many went."""
+        claimed = await self.claim(devices, device_ids)
+        envelopes = self.encrypt_to(content, devices, device_ids, claimed)
+        if envelopes:
+            await self.send(envelopes)
+        return len(envelopes)

@@ -1,0 +1,103 @@
+"""Several devices of one account and friend verification, through the real `emsg`
+command against a real homeserver process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_cli_story import ALICE, BOB, DOMAIN, REFUSED, one_error_line, run, run_json
+
+from emsg.testing import ServerProcess
+
+USAGE = 2
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with ServerProcess(domain=DOMAIN, data=tmp_path / "srv") as proc:
+        yield proc
+
+
+def test_second_device_is_approved_with_its_code_and_gets_everything(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    a1, a2, b = tmp_path / "alice1", tmp_path / "alice2", tmp_path / "bob"
+    run(a1, "account", "register", ALICE, "--server", server.url)
+    run(b, "account", "register", BOB, "--server", server.url)
+    run(a1, "contact", "add", BOB)
+    run(b, "contact", "accept", ALICE)
+    run(b, "send", ALICE, "before the second device")
+
+    pending = json.loads(
+        run(a2, "account", "login", ALICE, "--server", server.url, "--json").stdout
+    )
+    assert pending["state"] == "pending"
+    assert pending["device_id"]
+    code = pending["approval_code"]
+    assert len(code) == 19
+    human = run(a2, "account", "whoami").stdout
+    assert "pending" in human
+
+    refused = run(a2, "send", BOB, "too early", ok=False)
+    assert refused.returncode == REFUSED
+    one_error_line(refused, "device_not_approved")
+    bad = run(a1, "device", "approve", "nonsense", ok=False)
+    assert bad.returncode == USAGE
+    one_error_line(bad, "invalid_approval_code")
+
+    listed = {d["device_id"]: d["state"] for d in run_json(a2, "device", "list")}
+    assert listed[pending["device_id"]] == "pending"
+    out = run(a1, "device", "approve", code, "--history").stdout
+    assert pending["device_id"] in out
+    states = {d["device_id"]: d for d in run_json(a2, "device", "list")}
+    assert states[pending["device_id"]]["state"] == "approved"
+    assert states[pending["device_id"]]["current"] is True
+    assert {d["state"] for d in states.values()} == {"approved"}
+    history = run_json(a2, "messages")
+    assert [m["body"] for m in history] == ["before the second device"]
+
+    # fan-out to both devices, self-sync from the second one
+    run(b, "send", ALICE, "to both")
+    for home in (a1, a2):
+        assert run_json(home, "messages")[-1]["body"] == "to both"
+    run(a2, "send", BOB, "from the second device")
+    mine = run_json(a1, "messages", "--with", BOB)[-1]
+    assert (mine["body"], mine["direction"], mine["from"]) == (
+        "from the second device",
+        "out",
+        ALICE,
+    )
+    assert run_json(b, "messages")[-1]["body"] == "from the second device"
+
+
+def test_verify_with_safety_number_and_qr(server: ServerProcess, tmp_path: Path) -> None:
+    a, b = tmp_path / "alice", tmp_path / "bob"
+    run(a, "account", "register", ALICE, "--server", server.url)
+    run(b, "account", "register", BOB, "--server", server.url)
+    run(a, "contact", "add", BOB)
+    run(b, "contact", "accept", ALICE)
+    contacts = run_json(a, "contact", "list")
+    assert [(c["address"], c["verified"], c["verification"]) for c in contacts] == [
+        (BOB, False, "unverified")
+    ]
+
+    seen_by_alice = run_json(a, "verify", BOB)
+    seen_by_bob = run_json(b, "verify", ALICE, "--confirm")
+    assert seen_by_alice["safety_number"] == seen_by_bob["safety_number"]
+    assert len(seen_by_alice["safety_number"].replace(" ", "")) == 60
+    assert seen_by_alice["verified"] is False
+    assert seen_by_bob["verified"] is True
+
+    qr = run_json(b, "verify", ALICE, "--qr")["qr"]
+    assert qr.startswith("emsg-verify:1:")
+    assert "is verified" in run(a, "verify", BOB, "--scan", qr).stdout
+    assert run_json(a, "contact", "list")[0]["verification"] == "verified"
+    human = run(a, "contact", "list").stdout
+    assert "yes" in human
+
+    wrong = run(a, "verify", BOB, "--scan", qr[:-6] + "AAAAAA", ok=False)
+    assert wrong.returncode == REFUSED
+    one_error_line(wrong, "verification_failed")
