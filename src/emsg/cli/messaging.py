@@ -79,19 +79,34 @@ def messages(
     table(
         f"Messages with {peer}" if peer else "Messages",
         ("sent", "from", "to", "message"),
-        ((when(m.sent_at), m.sender, m.recipient, m.body) for m in history),
+        ((when(m.sent_at), m.sender, m.recipient, _shown_body(m)) for m in history),
     )
+
+
+def _shown_body(message: Message) -> str:
+    if message.bounced is None:
+        return message.body
+    return f"{message.body}  [NOT DELIVERED: {message.bounced}]"
 
 
 def _event_json(event: ClientEvent) -> dict[str, Any]:
     if event.message is not None:
-        return {"kind": event.kind, **event.message.to_json()}
+        detail = {"detail": event.detail} if event.detail else {}
+        return {"kind": event.kind, **event.message.to_json(), **detail}
     if event.contact is not None:
         return {"kind": event.kind, **event.contact.to_json()}
     return {"kind": event.kind, "detail": event.detail}
 
 
 def _event_line(event: ClientEvent) -> str:
+    if event.kind == "bounce":
+        if event.message is None:
+            return f"[bold red]not delivered:[/] {escape(event.detail)}"
+        m = event.message
+        return (
+            f"[bold red]not delivered to {escape(m.recipient)}:[/] {escape(m.body)}"
+            f" ({escape(event.detail)})"
+        )
     if event.message is not None:
         m = event.message
         return f"[dim]{when(m.sent_at)}[/] [bold]{escape(str(m.sender))}[/]: {escape(m.body)}"

@@ -38,7 +38,6 @@ from emsg.proto.errors import (
     EmsgError,
     InvalidRequest,
     KeysExhausted,
-    MethodNotAllowed,
     NoRequest,
     NotFound,
     ProtocolViolation,
@@ -98,8 +97,7 @@ class Client:
         self._devices = Devices(api, store, self._olm, self._keyring, self._sender)
         self._inbox = Inbox(store, self._olm, self._keyring, self._devices)
         self._verifier = Verifier(store, self._keyring, self._sender, self._inbox)
-        # Shown once: the recovery key made at registration (None where the server
-        # keeps no identity backup).
+        # Shown once: the recovery key made at registration (None once reopened).
         self.recovery_key: str | None = None
 
     # --- opening and closing -------------------------------------------------------
@@ -137,10 +135,7 @@ class Client:
             api.token = session.token
             client = cls(store, api, identity)
             await client._keyring.publish_device()
-            try:
-                client.recovery_key = await client._devices.new_recovery_key()
-            except (NotFound, MethodNotAllowed):
-                log.warning("the homeserver keeps no identity backup: no recovery key")
+            client.recovery_key = await client._devices.new_recovery_key()
         except BaseException:
             await api.aclose()
             raise
@@ -488,7 +483,8 @@ class Client:
                 envelopes += out
             self._store.add_message(message)
         if envelopes:
-            await self._sender.send(envelopes)
+            results = await self._sender.send(envelopes)
+            self._store.record_sent(message.id, [e.id for r in results for e in r.envelopes])
 
     # --- receiving -----------------------------------------------------------------
 
@@ -509,7 +505,7 @@ class Client:
                 break  # that request's `since` acknowledged everything processed
             for event in result.events:
                 for item in await self._inbox.process(event):
-                    if item.message is not None:
+                    if item.kind == "message" and item.message is not None:
                         new.append(item.message)
             self._store.advance_cursor(result.next)
         await self._replenish_if_used()

@@ -58,8 +58,29 @@ class Inbox:
         if event.kind is EventKind.ENVELOPE and event.envelope is not None:
             return await self._envelope(event.pos, event.envelope)
         with self._store.transaction():
-            out = self._contact_event(event)
+            out = (
+                self._bounce(event)
+                if event.kind is EventKind.BOUNCE
+                else self._contact_event(event)
+            )
             self._store.advance_cursor(event.pos)
+        return out
+
+    def _bounce(self, event: Event) -> list[ClientEvent]:
+        bounce = event.bounce
+        if bounce is None:
+            return []
+        detail = f"{bounce.reason}: {bounce.message}"
+        log.warning("undeliverable to %s: %s", bounce.destination, detail)
+        messages = self._store.mark_bounced([e.id for e in bounce.envelopes], bounce.reason)
+        out = [ClientEvent("bounce", message=m, detail=detail) for m in messages]
+        if bounce.contact is not None:
+            pinned = self._store.contact(bounce.contact)
+            if pinned is not None and pinned.state == "outgoing":
+                self._store.remove_contact(bounce.contact)
+            out.append(
+                ClientEvent("bounce", detail=f"contact request to {bounce.contact}: {detail}")
+            )
         return out
 
     def _drop(self, pos: int, envelope: Envelope, why: object) -> None:

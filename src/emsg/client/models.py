@@ -17,6 +17,9 @@ class Message:
     sent_at: int
     received_at: int | None
     direction: Direction
+    # For an outgoing message another domain's server refused or never took: why
+    # (an error code such as `recipient_refuses` or `remote_unavailable`).
+    bounced: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -27,6 +30,7 @@ class Message:
             "sent_at": self.sent_at,
             "received_at": self.received_at,
             "direction": self.direction,
+            "bounced": self.bounced,
         }
 
     def peer(self) -> str:
@@ -64,6 +68,7 @@ class ContactInfo:
 class ClientEvent:
     # message | contact_request | contact_accepted | contact_declined | key_changed
     # | approved (this device) | history (messages imported from another device)
+    # | bounce (an outgoing message, or a contact request, that could not be delivered)
     kind: str
     message: Message | None = None
     contact: ContactInfo | None = None

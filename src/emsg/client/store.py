@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS messages (
     direction TEXT NOT NULL CHECK (direction IN ('in', 'out')));
 CREATE INDEX IF NOT EXISTS messages_by_peer ON messages (peer, sent_at);
 CREATE TABLE IF NOT EXISTS seen_envelopes (id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sent_envelopes (
+    envelope_id TEXT PRIMARY KEY, message_id TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bounces (
+    message_id TEXT PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_changes (
     address TEXT PRIMARY KEY, new_key TEXT NOT NULL, seen_at INTEGER NOT NULL);
 """
@@ -325,6 +329,9 @@ class ProfileStore:
 
     # --- contacts ------------------------------------------------------------------
 
+    def remove_contact(self, address: str) -> None:
+        self._conn.execute("DELETE FROM contacts WHERE address = ?", (address,))
+
     def contact(self, address: str) -> PinnedContact | None:
         row = self._conn.execute(
             "SELECT address, state, identity_key, verified, message, since FROM contacts "
@@ -404,12 +411,40 @@ class ProfileStore:
     def remove_message(self, message_id: str) -> None:
         self._conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
 
+    def record_sent(self, message_id: str, envelope_ids: list[str]) -> None:
+        """Remember which message each server envelope id carried, to name bounces."""
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO sent_envelopes VALUES (?, ?)",
+            [(envelope_id, message_id) for envelope_id in envelope_ids],
+        )
+
+    def mark_bounced(self, envelope_ids: list[str], reason: str) -> list[Message]:
+        """Mark the messages these envelopes carried as bounced; return them, once each."""
+        marks = ",".join("?" * len(envelope_ids))
+        rows = self._conn.execute(
+            f"SELECT DISTINCT message_id FROM sent_envelopes WHERE envelope_id IN ({marks})",
+            envelope_ids,
+        ).fetchall()
+        bounced = []
+        for (message_id,) in rows:
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO bounces VALUES (?, ?, ?)", (message_id, reason, now_ms())
+            )
+            if cur.rowcount == 1:
+                bounced += self._history("WHERE m.id = ?", (message_id,))
+        return bounced
+
     def history(self, peer: str | None = None) -> list[Message]:
-        query = "SELECT id, sender, recipient, body, sent_at, received_at, direction FROM messages"
-        args: tuple[str, ...] = ()
-        if peer is not None:
-            query, args = query + " WHERE peer = ?", (peer,)
-        rows = self._conn.execute(query + " ORDER BY sent_at, rowid", args).fetchall()
+        if peer is None:
+            return self._history("", ())
+        return self._history("WHERE m.peer = ?", (peer,))
+
+    def _history(self, where: str, args: tuple[str, ...]) -> list[Message]:
+        query = (
+            "SELECT m.id, m.sender, m.recipient, m.body, m.sent_at, m.received_at, m.direction,"
+            " b.reason FROM messages m LEFT JOIN bounces b ON b.message_id = m.id "
+        )
+        rows = self._conn.execute(query + where + " ORDER BY m.sent_at, m.rowid", args).fetchall()
         return [self._message(*row) for row in rows]
 
     def _message(
@@ -421,9 +456,10 @@ class ProfileStore:
         sent_at: int,
         received_at: int | None,
         direction: Direction,
+        bounced: str | None = None,
     ) -> Message:
         text = self.keys.box.open(bytes(body), f"emsg.message.{mid}").decode()
-        return Message(mid, sender, recipient, text, sent_at, received_at, direction)
+        return Message(mid, sender, recipient, text, sent_at, received_at, direction, bounced)
 
     def seen(self, envelope_id: str) -> bool:
         row = self._conn.execute(
