@@ -77,7 +77,7 @@ class Receiver:
 
 async def make_clients(server: ServerProcess, root: Path, prefix: str, n: int) -> list[Client]:
     async def one(i: int) -> Client:
-        address = f"{prefix}{i}#{DOMAIN}"
+        address = f"{prefix}{i}#{server.domain}"
         return await Client.register(
             root / f"{prefix}{i}", address, PASSWORD, server.url, kdf=FAST_KDF_FOR_TESTS
         )
@@ -119,11 +119,20 @@ async def warm_up(senders: list[Client], receivers: list[Receiver]) -> None:
 
 
 async def throughput(
-    server: ServerProcess, root: Path, n: int, total: int, window: int, pipelined: bool
+    server: ServerProcess,
+    root: Path,
+    n: int,
+    total: int,
+    window: int,
+    pipelined: bool,
+    receiver_server: ServerProcess | None = None,
 ) -> dict[str, Any]:
+    """N senders on `server`, each to its own receiver (on `receiver_server` if given)."""
     tag = f"{'p' if pipelined else 't'}{n}x{secrets.token_hex(2)}"
     senders = await make_clients(server, root, f"s{tag}", n)
-    receivers = await start_receivers(await make_clients(server, root, f"r{tag}", n))
+    receivers = await start_receivers(
+        await make_clients(receiver_server or server, root, f"r{tag}", n)
+    )
     sender_streams = await start_receivers(senders) if pipelined else []
     try:
         await warm_up(senders, receivers)
@@ -161,10 +170,19 @@ async def throughput(
     }
 
 
-async def latency(server: ServerProcess, root: Path, rate: float, count: int) -> dict[str, Any]:
+async def latency(
+    server: ServerProcess,
+    root: Path,
+    rate: float,
+    count: int,
+    receiver_server: ServerProcess | None = None,
+) -> dict[str, Any]:
+    """Send-to-receipt latency at a steady rate (receiver on `receiver_server` if given)."""
     tag = f"l{secrets.token_hex(2)}"
     (sender,) = await make_clients(server, root, f"s{tag}", 1)
-    receivers = await start_receivers(await make_clients(server, root, f"r{tag}", 1))
+    receivers = await start_receivers(
+        await make_clients(receiver_server or server, root, f"r{tag}", 1)
+    )
     receiver = receivers[0]
     try:
         await warm_up([sender], receivers)
@@ -206,7 +224,10 @@ async def idle_connections(server: ServerProcess, connections: int) -> dict[str,
         for i in range(accounts):
             reply = await http.post(
                 "/_emsg/v1/accounts",
-                json={"address": f"idle{i}x{secrets.token_hex(2)}#{DOMAIN}", "password": PASSWORD},
+                json={
+                    "address": f"idle{i}x{secrets.token_hex(2)}#{server.domain}",
+                    "password": PASSWORD,
+                },
             )
             reply.raise_for_status()
             tokens.append(reply.json()["token"])

@@ -13,7 +13,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -52,6 +52,7 @@ from emsg.proto.wire import (
     OutgoingEnvelope,
     PolicyBody,
     RegisterRequest,
+    SendResult,
     Session,
     StrangerPolicy,
     SyncResult,
@@ -465,6 +466,14 @@ class Client:
         """Encrypt to every device, then send: the history row and every session the
         message advanced are saved in one commit before any ciphertext leaves."""
         me = str(self.address)
+        async with self._sender.order:
+            replies = await self._encrypt_and_submit(content, peer, message, me)
+        results = [await reply for reply in replies]
+        self._store.record_sent(message.id, [e.id for r in results for e in r.envelopes])
+
+    async def _encrypt_and_submit(
+        self, content: Content, peer: str, message: Message, me: str
+    ) -> list[Awaitable[SendResult]]:
         mine = await self._keyring.fresh(me)
         targets: list[tuple[VerifiedDeviceList, list[str]]] = []
         if peer != me:
@@ -482,9 +491,7 @@ class Client:
                     raise KeysExhausted(f"no device of {peer} can receive a message right now")
                 envelopes += out
             self._store.add_message(message)
-        if envelopes:
-            results = await self._sender.send(envelopes)
-            self._store.record_sent(message.id, [e.id for r in results for e in r.envelopes])
+        return await self._sender.submit(envelopes) if envelopes else []
 
     # --- receiving -----------------------------------------------------------------
 

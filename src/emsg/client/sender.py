@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable
 from typing import Final
 
 import httpx
@@ -45,6 +46,11 @@ class Sender:
         self._olm = olm
         # The stream `listen()` holds open, if any: sends are pipelined over it.
         self.stream: StreamSession | None = None
+        # Held from encryption until the ciphertexts are on the wire. A receiving Olm
+        # chain keeps only 40 skipped message keys, so ciphertexts that overtake each
+        # other by more than that can never be decrypted (and people expect their
+        # messages in the order they wrote them).
+        self.order = asyncio.Lock()
 
     def _authed(self) -> HttpApi:
         if self._api.token is None:
@@ -85,21 +91,44 @@ class Sender:
         return out
 
     async def send(self, envelopes: list[OutgoingEnvelope]) -> list[SendResult]:
-        results = []
+        """Send envelopes encrypted under `order`, which the caller still holds."""
+        return [await reply for reply in await self.submit(envelopes)]
+
+    async def submit(self, envelopes: list[OutgoingEnvelope]) -> list[Awaitable[SendResult]]:
+        """Put the envelopes on the wire in order; return what to await for the replies.
+
+        Call with `order` held. Over the stream only the frame is written, so sends
+        stay pipelined; over HTTP, where concurrent requests can overtake each other,
+        each request completes before the next one starts.
+        """
+        replies: list[Awaitable[SendResult]] = []
         for start in range(0, len(envelopes), MAX_ENVELOPES_PER_SEND):
             batch = SendRequest(envelopes=envelopes[start : start + MAX_ENVELOPES_PER_SEND])
             txn_id = secrets.token_urlsafe(18)
-            results.append(await self._put_send(txn_id, batch))
-        return results
+            stream = self.stream
+            if stream is not None:
+                try:
+                    sent = await stream.submit(txn_id, list(batch.envelopes))
+                except (OSError, WebSocketException, ProtocolViolation) as exc:
+                    log.info("stream send %s failed (%s); sending over HTTP", txn_id, exc)
+                else:
+                    replies.append(self._settle(sent, txn_id, batch))
+                    continue
+            replies.append(_done(await self._put_send(txn_id, batch)))
+        return replies
+
+    async def _settle(
+        self, sent: asyncio.Future[SendResult], txn_id: str, batch: SendRequest
+    ) -> SendResult:
+        try:
+            return await sent
+        except (OSError, WebSocketException, ProtocolViolation) as exc:
+            # The same transaction id over HTTP: stored once if the frame did arrive.
+            log.info("stream send %s failed (%s); falling back to HTTP", txn_id, exc)
+            return await self._put_send(txn_id, batch)
 
     async def _put_send(self, txn_id: str, batch: SendRequest) -> SendResult:
-        """Send over the open stream if there is one, else PUT until the server answers."""
-        stream = self.stream
-        if stream is not None:
-            try:
-                return await stream.send(txn_id, list(batch.envelopes))
-            except (OSError, WebSocketException, ProtocolViolation) as exc:
-                log.info("stream send %s failed (%s); falling back to HTTP", txn_id, exc)
+        """PUT the same transaction until the server answers: it is idempotent."""
         delay = 0.25
         for attempt in range(_SEND_ATTEMPTS):
             try:
@@ -117,8 +146,13 @@ class Sender:
         self, content: ContentHeader, devices: VerifiedDeviceList, device_ids: list[str]
     ) -> int:
         """Encrypt one device-to-device content to `device_ids` and send it; how many went."""
-        claimed = await self.claim(devices, device_ids)
-        envelopes = self.encrypt_to(content, devices, device_ids, claimed)
-        if envelopes:
-            await self.send(envelopes)
+        async with self.order:
+            claimed = await self.claim(devices, device_ids)
+            envelopes = self.encrypt_to(content, devices, device_ids, claimed)
+            if envelopes:
+                await self.send(envelopes)
         return len(envelopes)
+
+
+async def _done(result: SendResult) -> SendResult:
+    return result

@@ -219,11 +219,21 @@ class StreamSession:
 
     async def send(self, txn_id: str, envelopes: list[OutgoingEnvelope]) -> SendResult:
         """Send and wait for its `sent` reply; other sends may be in flight meanwhile."""
+        return await (await self.submit(txn_id, envelopes))
+
+    async def submit(
+        self, txn_id: str, envelopes: list[OutgoingEnvelope]
+    ) -> asyncio.Future[SendResult]:
+        """Write the send frame now; the returned future resolves with its `sent` reply."""
         future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
         self._pending[txn_id] = future
         frame = {"type": "send", "txn_id": txn_id, "envelopes": [model_dump(e) for e in envelopes]}
-        await self._ws.send(dumps(frame).decode())
-        return await future
+        try:
+            await self._ws.send(dumps(frame).decode())
+        except BaseException:
+            self._pending.pop(txn_id, None)
+            raise
+        return future
 
     async def ping(self) -> None:
         await self._ws.send('{"type":"ping"}')
