@@ -18,6 +18,8 @@ from typing import IO
 
 import httpx
 
+import emsg
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -58,9 +60,11 @@ class ServerProcess:
             args += ["--config", str(self.config)]
         args += list(self.extra_args)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._proc = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
-        )
+        env = {**os.environ, **self.env}
+        # The server runs the same emsg as the caller, not whichever copy is installed.
+        source_root = str(Path(emsg.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
+        self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         try:
             self.wait_healthy(timeout)
         except BaseException:
