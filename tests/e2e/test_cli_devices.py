@@ -4,11 +4,24 @@ command against a real homeserver process."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_cli_story import ALICE, BOB, DOMAIN, REFUSED, one_error_line, run, run_json
+from test_cli_story import (
+    ALICE,
+    AUTH,
+    BOB,
+    DOMAIN,
+    PASSWORD,
+    REFUSED,
+    _argv,
+    _env,
+    one_error_line,
+    run,
+    run_json,
+)
 
 from emsg.testing import ServerProcess
 
@@ -101,3 +114,57 @@ def test_verify_with_safety_number_and_qr(server: ServerProcess, tmp_path: Path)
     wrong = run(a, "verify", BOB, "--scan", qr[:-6] + "AAAAAA", ok=False)
     assert wrong.returncode == REFUSED
     one_error_line(wrong, "verification_failed")
+
+
+def test_revoke_a_device_and_recover_with_a_new_recovery_key(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    a1, a2, a3, b = (tmp_path / n for n in ("alice1", "alice2", "alice3", "bob"))
+    registered = run(a1, "account", "register", ALICE, "--server", server.url).stdout
+    assert "recovery key:" in registered
+    assert "shown only now" in registered
+    run(b, "account", "register", BOB, "--server", server.url)
+    run(a1, "contact", "add", BOB)
+    run(b, "contact", "accept", ALICE)
+    code = run_json(a2, "account", "login", ALICE, "--server", server.url)["approval_code"]
+    run(a1, "device", "approve", code)
+    second = run_json(a2, "account", "whoami")["device_id"]
+
+    # Revoke the second device from the first: wrong password first, then the right one.
+    wrong = run(a1, "device", "revoke", second, ok=False, password="not the password")
+    assert wrong.returncode == AUTH
+    out = run(a1, "device", "revoke", second).stdout
+    assert f"revoked device {second}" in out
+    states = {d["device_id"]: d["state"] for d in run_json(a1, "device", "list")}
+    assert states[second] == "revoked"
+    refused = run(a2, "account", "whoami", ok=False)
+    assert refused.returncode == AUTH
+    one_error_line(refused, "unauthorized")
+    run(b, "send", ALICE, "after the revocation")
+    assert run_json(a1, "messages")[-1]["body"] == "after the revocation"
+
+    # A new recovery key (shown once), then a third device approves itself with it.
+    key = run_json(a1, "account", "recovery-key")["recovery_key"]
+    assert len(key.replace("-", "").replace(" ", "")) == 32
+    human = run(a1, "account", "recovery-key").stdout  # the key above stops working
+    assert "shown only now" in human
+    newest = human.split("recovery key:")[1].split()[0]
+    pending = run_json(a3, "account", "login", ALICE, "--server", server.url)
+    assert pending["state"] == "pending"
+
+    def recover(recovery_key: str) -> subprocess.CompletedProcess[str]:
+        env = {**_env(PASSWORD), "EMSG_RECOVERY_KEY": recovery_key}
+        return subprocess.run(
+            _argv(a3, "account", "recover"), env=env, capture_output=True, text=True,
+            timeout=120, stdin=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
+
+    stale = recover(key)
+    assert stale.returncode == AUTH, stale.stderr
+    one_error_line(stale, "invalid_recovery_key")
+    done = recover(newest)
+    assert done.returncode == 0, done.stderr
+    assert "is approved" in done.stdout
+    assert run_json(a3, "account", "whoami")["state"] == "approved"
+    run(b, "send", ALICE, "to the recovered device")
+    assert run_json(a3, "messages")[-1]["body"] == "to the recovered device"

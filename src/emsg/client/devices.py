@@ -3,7 +3,7 @@
 A device is approved iff it is in the account's device list signed by the account
 identity key; every client encrypts only to listed devices, so a pending device
 receives nothing but what its own account's devices send it. Approving a device
-signs it into the list and hands it the identity key (protocol.md §3.2).
+signs it into the list and hands it the identity key (protocol.md §3.1).
 """
 
 from __future__ import annotations

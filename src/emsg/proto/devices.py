@@ -1,4 +1,4 @@
-"""Wire models of the device-management API (protocol.md §4.1, §5.1).
+"""Wire models of the device-management API (protocol.md §3.3).
 
 The server lists an account's devices and keeps an opaque identity backup; it
 never decides which device is approved: that is the signed device list's job,

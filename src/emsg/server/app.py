@@ -13,7 +13,7 @@ from emsg.proto.wire import API_PREFIX
 from emsg.server.clock import Clock, SystemClock
 from emsg.server.fanout import LocalNotifier, Notifier
 from emsg.server.federation import routes as federation_routes
-from emsg.server.http import routes_accounts, routes_contacts, routes_messages
+from emsg.server.http import routes_accounts, routes_contacts, routes_devices, routes_messages
 from emsg.server.http.errors import install_error_handlers, install_openapi
 from emsg.server.http.middleware import MetricsMiddleware, StrictBodyMiddleware
 from emsg.server.http.stream import StreamEndpoint
@@ -55,7 +55,7 @@ def create_app(
     )
     install_error_handlers(app)
     install_openapi(app)
-    for module in (routes_accounts, routes_contacts, routes_messages):
+    for module in (routes_accounts, routes_contacts, routes_devices, routes_messages):
         app.include_router(module.router, prefix=API_PREFIX)
     if settings.federation.enabled:
         app.include_router(federation_routes.router)

@@ -162,12 +162,13 @@ def _event_frame(event_json: str) -> str:
 
 
 class _Connection:
-    __slots__ = ("cursor", "inbox", "me", "svc", "ws")
+    __slots__ = ("cursor", "inbox", "me", "svc", "token", "ws")
 
-    def __init__(self, ws: WebSocket, svc: Services, me: Caller, since: int) -> None:
+    def __init__(self, ws: WebSocket, svc: Services, me: Caller, token: str, since: int) -> None:
         self.ws = ws
         self.svc = svc
         self.me = me
+        self.token = token
         self.cursor = since
         self.inbox = _Inbox()
 
@@ -200,6 +201,10 @@ class _Connection:
         while True:
             item = await self.inbox.get()
             if item is None:
+                # A revocation or logout wakes the device: its token is gone, so close.
+                if not await self.svc.accounts.session_alive(self.token):
+                    await self.out(_error_frame(Unauthorized("this device was revoked")))
+                    return CLOSE_AUTH
                 await self.push()
                 continue
             if isinstance(item, Gone):
@@ -261,7 +266,7 @@ class _Connection:
         return ok
 
 
-async def _authenticate(ws: WebSocket, svc: Services) -> tuple[Caller, int] | None:
+async def _authenticate(ws: WebSocket, svc: Services) -> tuple[Caller, str, int] | None:
     try:
         message = await asyncio.wait_for(ws.receive(), AUTH_TIMEOUT)
     except TimeoutError:
@@ -289,7 +294,7 @@ async def _authenticate(ws: WebSocket, svc: Services) -> tuple[Caller, int] | No
         await ws.send_text(json.dumps(_error_frame(exc)))
         await ws.close(CLOSE_AUTH)
         return None
-    return me, item.since
+    return me, item.token, item.since
 
 
 class StreamEndpoint:
@@ -320,8 +325,8 @@ async def stream(ws: WebSocket) -> None:
         return
     if auth is None:
         return
-    me, since = auth
-    conn = _Connection(ws, svc, me, since)
+    me, token, since = auth
+    conn = _Connection(ws, svc, me, token, since)
     watch = svc.notifier.watch(me.device_id, conn.inbox.wake)
     svc.metrics.open_websockets.inc()
     reader = None

@@ -15,6 +15,7 @@ from emsg.server.ratelimit import RateLimiter
 from emsg.server.services.accounts import AccountService
 from emsg.server.services.common import AddressRules
 from emsg.server.services.contacts import ContactService
+from emsg.server.services.devices import DeviceService
 from emsg.server.services.keys import KeyService
 from emsg.server.services.messages import MessageService
 from emsg.server.settings import Settings
@@ -32,6 +33,7 @@ class Services:
     notifier: Notifier
     metrics: Metrics
     accounts: AccountService
+    devices: DeviceService
     keys: KeyService
     contacts: ContactService
     messages: MessageService
@@ -68,13 +70,15 @@ class Services:
             )
             remote = RemoteContacts(uow, clock, notifier, federation.wake)
         limits = settings.limits
+        accounts = AccountService(uow, clock, rules, int(settings.token_ttl * 1000))
         return cls(
             settings=settings,
             clock=clock,
             uow=uow,
             notifier=notifier,
             metrics=metrics,
-            accounts=AccountService(uow, clock, rules, int(settings.token_ttl * 1000)),
+            accounts=accounts,
+            devices=DeviceService(uow, clock, notifier, accounts),
             keys=KeyService(uow, rules, federation),
             contacts=ContactService(uow, clock, rules, notifier, remote),
             messages=MessageService(

@@ -41,9 +41,10 @@ class AccountService:
         self._hasher = PasswordHasher()  # argon2id with the library's current defaults
         # Hashed once so that an unknown address costs as much as a wrong password.
         self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
-        # token hash -> token info; the hot path then needs no query. Only logout
-        # ends a token early, and it evicts here (one process; see the report for
-        # what a multi-process deployment needs).
+        # token hash -> token info; the hot path then needs no query. Logout and
+        # revocation end a token early, and evict it here (`forget_tokens`) after
+        # their commit. One process only: several server processes would have to
+        # pass the eviction on over the notifier before sharing a database.
         self._cache: dict[str, TokenInfo] = {}
 
     def _address_here(self, raw: str) -> str:
@@ -68,8 +69,8 @@ class AccountService:
         self._cache[token_hash] = info
         return session
 
-    async def login(self, raw_address: str, password: str, device_name: str) -> Session:
-        address = self._address_here(raw_address)
+    async def check_password(self, address: str, password: str) -> None:
+        """`unauthorized` unless `password` is the account's (argon2, off the loop)."""
         async with self._uow.read() as tx:
             account = await tx.accounts.get(address)
         stored = account.password_hash if account is not None else self._dummy_hash
@@ -79,6 +80,10 @@ class AccountService:
             raise Unauthorized("wrong address or password") from None
         if account is None:
             raise Unauthorized("wrong address or password")
+
+    async def login(self, raw_address: str, password: str, device_name: str) -> Session:
+        address = self._address_here(raw_address)
+        await self.check_password(address, password)
         now = self._clock.now_ms()
         async with self._uow.write() as tx:
             session, info, token_hash = await self._new_device(tx, address, device_name, now)
@@ -116,9 +121,24 @@ class AccountService:
             raise TokenExpired("the token has expired; log in again")
         return Caller(info.address, info.device_id)
 
+    async def session_alive(self, token: str) -> bool:
+        """Whether a token that authenticated earlier still works (not logged out or
+        revoked): a WebSocket checks this each time it is woken."""
+        try:
+            await self.authenticate(token)
+        except Unauthorized:
+            return False
+        except TokenExpired:
+            return True  # an open stream outlives its token's expiry, as before
+        return True
+
+    def forget_tokens(self, token_hashes: list[str]) -> None:
+        """Evict tokens deleted by a committed transaction (logout, revocation)."""
+        for token_hash in token_hashes:
+            self._cache.pop(token_hash, None)
+
     async def logout(self, caller: Caller) -> None:
         async with self._uow.write() as tx:
             hashes = await tx.tokens.delete_for_device(caller.device_id)
             await tx.devices.revoke(caller.device_id)
-        for token_hash in hashes:
-            self._cache.pop(token_hash, None)
+        self.forget_tokens(hashes)

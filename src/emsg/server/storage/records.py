@@ -25,6 +25,7 @@ class Device:
     name: str
     revoked: bool
     device_keys: dict[str, Any] | None
+    created_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)

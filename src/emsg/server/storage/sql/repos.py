@@ -106,6 +106,11 @@ _DEVICE_ACTIVE_OF: Final = (
     .where(t.devices.c.address == param("address"), t.devices.c.revoked.is_(False))
     .order_by(t.devices.c.created_at, t.devices.c.device_id)
 )
+_DEVICE_ALL_OF: Final = (
+    select(t.devices)
+    .where(t.devices.c.address == param("address"))
+    .order_by(t.devices.c.created_at, t.devices.c.device_id)
+)
 _DEVICE_UPDATE: Final = update(t.devices).where(t.devices.c.device_id == param("device_id"))
 _DEVICE_FORGET: Final = tuple(
     delete(table).where(table.c.device_id == param("device_id"))
@@ -124,6 +129,7 @@ class SqlDevices(Repo):
             name=row.name,
             revoked=bool(row.revoked),
             device_keys=loads_opt(row.device_keys),
+            created_at=row.created_at,
         )
 
     async def create(self, device_id: str, address: str, name: str, now: int) -> None:
@@ -157,6 +163,10 @@ class SqlDevices(Repo):
 
     async def active_of(self, address: str) -> list[Device]:
         rows = await self._c.execute(_DEVICE_ACTIVE_OF, {"b_address": address})
+        return [self._record(row) for row in rows]
+
+    async def all_of(self, address: str) -> list[Device]:
+        rows = await self._c.execute(_DEVICE_ALL_OF, {"b_address": address})
         return [self._record(row) for row in rows]
 
     async def revoke(self, device_id: str) -> None:
@@ -205,6 +215,30 @@ class SqlTokens(Repo):
         hashes = [row.token_hash for row in rows]
         await self._c.execute(_TOKEN_DELETE_FOR_DEVICE, {"b_device_id": device_id})
         return hashes
+
+
+# --- identity backups ----------------------------------------------------------------
+
+_BACKUP_GET: Final = select(t.identity_backups.c.body).where(
+    t.identity_backups.c.address == param("address")
+)
+_BACKUP_DELETE: Final = delete(t.identity_backups).where(
+    t.identity_backups.c.address == param("address")
+)
+_BACKUP_ADD: Final = insert(t.identity_backups)
+
+
+class SqlIdentityBackups(Repo):
+    __slots__ = ()
+
+    async def get(self, address: str) -> dict[str, Any] | None:
+        row = (await self._c.execute(_BACKUP_GET, {"b_address": address})).first()
+        return None if row is None else dict(json.loads(row.body))
+
+    async def put(self, address: str, body: dict[str, Any], now: int) -> None:
+        await self._c.execute(_BACKUP_DELETE, {"b_address": address})
+        values = {"address": address, "body": dumps(body), "updated_at": now}
+        await self._c.execute(_BACKUP_ADD, values)
 
 
 # --- one-time and fallback keys -----------------------------------------------------

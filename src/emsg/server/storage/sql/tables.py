@@ -121,6 +121,15 @@ held = Table(
     sqlite_autoincrement=True,  # release order is id order; never reuse one
 )
 
+identity_backups = Table(
+    "identity_backups",
+    metadata,
+    Column("address", String(320), ForeignKey("accounts.address"), primary_key=True),
+    # The sealed backup as the client sent it (JSON); the server cannot open it.
+    Column("body", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
 transactions = Table(
     "transactions",
     metadata,

@@ -29,7 +29,13 @@ from emsg.server.storage import ports
 from emsg.server.storage.sql.base import SqlCaches
 from emsg.server.storage.sql.cache import Invalidations
 from emsg.server.storage.sql.conn import AwaitingConn, BlockingConn, Conn
-from emsg.server.storage.sql.repos import SqlAccounts, SqlDevices, SqlKeys, SqlTokens
+from emsg.server.storage.sql.repos import (
+    SqlAccounts,
+    SqlDevices,
+    SqlIdentityBackups,
+    SqlKeys,
+    SqlTokens,
+)
 from emsg.server.storage.sql.repos_contacts import SqlBlocks, SqlContacts
 from emsg.server.storage.sql.repos_queue import SqlEvents, SqlHeld, SqlTxns
 
@@ -42,6 +48,7 @@ class SqlTx:
 
     __slots__ = (
         "accounts",
+        "backups",
         "blocks",
         "contacts",
         "devices",
@@ -59,6 +66,7 @@ class SqlTx:
         self.accounts: ports.Accounts = SqlAccounts(conn, caches, inv)
         self.devices: ports.Devices = SqlDevices(conn, caches, inv)
         self.tokens: ports.Tokens = SqlTokens(conn, caches, inv)
+        self.backups: ports.IdentityBackups = SqlIdentityBackups(conn, caches, inv)
         self.keys: ports.Keys = SqlKeys(conn, caches, inv)
         self.contacts: ports.Contacts = SqlContacts(conn, caches, inv)
         self.blocks: ports.Blocks = SqlBlocks(conn, caches, inv)
