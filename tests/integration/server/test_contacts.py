@@ -102,6 +102,20 @@ async def test_answering_a_strangers_held_messages_makes_friends(
     assert [(c["address"], c["state"]) for c in view["contacts"]] == [("alice#a.test", "friend")]
 
 
+async def test_declining_a_message_request_discards_the_held_messages(
+    client: httpx.AsyncClient,
+) -> None:
+    alice, bob = await register(client, "alice"), await register(client, "bob")
+    await bob.put("/policy", {"strangers": "requests"})
+    await alice.send("t1", bob)
+    resp = await bob.post("/contacts/requests/alice%23a.test/decline")
+    assert resp.json() == {"ok": True}
+    assert (await bob.get("/contacts")).json()["message_requests"] == []
+    assert (await bob.sync())["events"] == []
+    resp = await bob.post("/contacts/requests/alice%23a.test/decline")
+    assert (resp.status_code, code(resp)) == (404, "no_request")
+
+
 async def test_policy_contacts_only_refuses(client: httpx.AsyncClient, tmp_path: Path) -> None:
     alice, bob = await register(client, "alice"), await register(client, "bob")
     await bob.put("/policy", {"strangers": "contacts-only"})

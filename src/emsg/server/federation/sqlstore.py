@@ -28,9 +28,9 @@ from emsg.server.federation.ports import OutboxItem, OutboxRow, RemoteKey
 from emsg.server.storage.records import StoredTxn
 from emsg.server.storage.sql.base import insert_ignore
 from emsg.server.storage.sql.conn import Conn
+from emsg.server.storage.sql.tables import Pos
 
 metadata = MetaData()
-Pos = BigInteger().with_variant(Integer(), "sqlite")
 
 fed_outbox = Table(
     "fed_outbox", metadata,

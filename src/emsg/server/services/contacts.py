@@ -154,31 +154,41 @@ class ContactService:
         peer = await self._peer(raw_peer, me)
         now = self._clock.now_ms()
         async with self._uow.write() as tx:
-            mine = await tx.contacts.get(me.address, peer)
-            if mine is None or mine.state is not ContactState.INCOMING:
-                raise NoRequest(f"no pending request from {peer}")
+            await self._pending_request(tx, me, peer)
             woken = await self._befriend(tx, me.address, peer, now)
             row = await tx.contacts.get(me.address, peer)
         await self._notifier.publish(woken)
         assert row is not None
         return _contact(row)
 
+    @staticmethod
+    async def _pending_request(tx: Tx, me: Caller, peer: str) -> ContactRow:
+        mine = await tx.contacts.get(me.address, peer)
+        if mine is None or mine.state is not ContactState.INCOMING:
+            raise NoRequest(f"no pending request from {peer}")
+        return mine
+
     async def decline(self, me: Caller, raw_peer: str) -> None:
         if self._remote is not None and self._rules.is_remote(raw_peer):
             return await self._remote.decline(me, self._rules.parse(raw_peer))
         peer = await self._peer(raw_peer, me)
         now = self._clock.now_ms()
+        woken: list[str] = []
         async with self._uow.write() as tx:
             mine = await tx.contacts.get(me.address, peer)
-            if mine is None or mine.state is not ContactState.INCOMING:
+            asked = mine is not None and mine.state is ContactState.INCOMING
+            # A stranger's held messages are a request too: declining discards them.
+            wrote = any(h.sender == peer for h in await tx.held.summary(me.address))
+            if not asked and not wrote:
                 raise NoRequest(f"no pending request from {peer}")
-            await tx.contacts.delete(me.address, peer)
-            await tx.contacts.delete(peer, me.address)
             await tx.held.discard_from(me.address, peer)
-            woken = await self._push(
-                tx, peer, EventKind.CONTACT_DECLINED,
-                contact_payload(me.address, ContactState.OUTGOING, "", None, now),
-            )  # fmt: skip
+            if asked:
+                await tx.contacts.delete(me.address, peer)
+                await tx.contacts.delete(peer, me.address)
+                woken = await self._push(
+                    tx, peer, EventKind.CONTACT_DECLINED,
+                    contact_payload(me.address, ContactState.OUTGOING, "", None, now),
+                )  # fmt: skip
         await self._notifier.publish(woken)
 
     async def view(self, me: Caller) -> ContactsView:
