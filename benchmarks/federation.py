@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' TLS kit
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: find benchmarks/
 
 from benchmarks.load import latency, throughput
-from tests.integration.federation.proc_kit import federation
+
+from emsg.testing.tls import federation
 
 
 async def main(args: argparse.Namespace) -> None:

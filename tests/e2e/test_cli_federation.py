@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.federation.proc_kit import TlsServer, federation
+
+from emsg.testing.tls import TlsServer, federation
 
 PASSWORD = "correct horse battery staple"
 

@@ -17,13 +17,11 @@ from typing import IO, Any
 
 import pytest
 
-import emsg
 from emsg.testing import ServerProcess, free_port
 
 PASSWORD = "correct horse battery staple"
 DOMAIN = "example.test"
 ALICE, BOB, CAROL = f"alice#{DOMAIN}", f"bob#{DOMAIN}", f"carol#{DOMAIN}"
-SRC = str(Path(emsg.__file__).resolve().parents[1])
 
 # exit codes, as documented in docs/cli.md
 AUTH, NOT_FOUND, REFUSED, NETWORK = 3, 4, 5, 6
@@ -31,7 +29,6 @@ AUTH, NOT_FOUND, REFUSED, NETWORK = 3, 4, 5, 6
 
 def _env(password: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMSG_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env["COLUMNS"] = "200"
     if password is not None:

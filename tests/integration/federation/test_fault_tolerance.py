@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.federation.proc_kit import TlsServer, federation
 from tests.integration.server.server_kit import PASSWORD
+
+from emsg.testing.tls import TlsServer, federation
 
 SENDERS = 4
 PER_SENDER = 500  # 2,000 messages in all

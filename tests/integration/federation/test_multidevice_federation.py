@@ -13,7 +13,6 @@ from typing import TypeVar
 
 import httpx
 import pytest
-from tests.integration.federation.proc_kit import TlsServer, federation
 from tests.integration.multidevice.md_kit import (
     PASSWORD,
     device_list,
@@ -28,6 +27,7 @@ from emsg.crypto.identity import IdentityKey
 from emsg.crypto.keys import FAST_KDF_FOR_TESTS
 from emsg.proto.errors import IdentityKeyChanged, NoRequest
 from emsg.proto.wire import ListedDevice, model_dump
+from emsg.testing.tls import TlsServer, federation
 
 T = TypeVar("T")
 

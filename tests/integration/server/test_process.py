@@ -19,7 +19,6 @@ from websockets.exceptions import ConnectionClosed
 
 from emsg.testing import ServerProcess
 
-SRC = str(Path(__file__).resolve().parents[3] / "src")
 CONFIG = """
 token_ttl = "1d"
 [limits]
@@ -33,8 +32,7 @@ ip_auth_burst = 100000
 def make_server(data: Path) -> ServerProcess:
     config = data.parent / f"{data.name}.toml"
     config.write_text(CONFIG)
-    env = {"PYTHONPATH": os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)}
-    return ServerProcess(DOMAIN, data, config=config, env=env)
+    return ServerProcess(DOMAIN, data, config=config)
 
 
 @pytest.fixture
