@@ -75,6 +75,23 @@ class Receiver:
                 self.done.set()
 
 
+class Cpu:
+    """CPU time per message of the server(s) and of this load generator."""
+
+    def __init__(self, *servers: ServerProcess | None) -> None:
+        self._servers = [s for s in servers if s is not None]
+        self._start = [s.cpu_seconds() for s in self._servers] + [time.process_time()]
+        self._used: list[float] = []
+
+    def stop(self) -> None:
+        end = [s.cpu_seconds() for s in self._servers] + [time.process_time()]
+        self._used = [b - a for a, b in zip(self._start, end, strict=True)]
+
+    def per_message(self, count: int) -> dict[str, float]:
+        *servers, loadgen = (round(u / count * 1e6) for u in self._used)
+        return {"server_cpu_us_per_msg": sum(servers), "loadgen_cpu_us_per_msg": loadgen}
+
+
 async def make_clients(server: ServerProcess, root: Path, prefix: str, n: int) -> list[Client]:
     async def one(i: int) -> Client:
         address = f"{prefix}{i}#{server.domain}"
@@ -150,11 +167,13 @@ async def throughput(
                 pending.add(asyncio.create_task(sender.send_text(to, f"{tag}-{i}")))
             await asyncio.gather(*pending)
 
+        cpu = Cpu(server, receiver_server)
         start = time.perf_counter()
         await asyncio.gather(*(run_sender(s, r) for s, r in zip(senders, receivers, strict=True)))
         accepted = time.perf_counter() - start
         await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in receivers)), 600)
         delivered = time.perf_counter() - start
+        cpu.stop()
     finally:
         await stop(receivers + sender_streams)
         for c in senders + [r.client for r in receivers]:
@@ -167,6 +186,7 @@ async def throughput(
         "messages": count,
         "accepted_per_s": round(count / accepted),
         "delivered_per_s": round(count / delivered),
+        **cpu.per_message(count),
     }
 
 

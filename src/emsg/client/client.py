@@ -12,8 +12,7 @@ import asyncio
 import functools
 import logging
 import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -26,18 +25,18 @@ from emsg.client.errors import NotLoggedIn, ProfileExists
 from emsg.client.inbox import Inbox, contact_info
 from emsg.client.keyring import Keyring
 from emsg.client.models import ClientEvent, ContactInfo, DeviceInfo, Message
+from emsg.client.outgoing import Outgoing
 from emsg.client.sender import Sender
 from emsg.client.store import PinnedContact, ProfileStore, now_ms
 from emsg.client.transport import HttpApi, StreamSession, path_address
 from emsg.client.verify import Verifier
-from emsg.crypto.identity import IdentityKey, VerifiedDeviceList, open_identity, seal_identity
+from emsg.crypto.identity import IdentityKey, open_identity, seal_identity
 from emsg.crypto.keys import KdfParams
 from emsg.crypto.olm import Olm
 from emsg.proto.content import Content
 from emsg.proto.errors import (
     EmsgError,
     InvalidRequest,
-    KeysExhausted,
     NoRequest,
     NotFound,
     ProtocolViolation,
@@ -49,10 +48,8 @@ from emsg.proto.wire import (
     ContactRequestBody,
     ContactsView,
     LoginRequest,
-    OutgoingEnvelope,
     PolicyBody,
     RegisterRequest,
-    SendResult,
     Session,
     StrangerPolicy,
     SyncResult,
@@ -63,10 +60,9 @@ log = logging.getLogger(__name__)
 
 _SEND_ATTEMPTS: Final = 6
 _MAX_BACKOFF: Final = 30.0
-# A listener acks when its queue of received events runs dry, or after this many
-# events or seconds, whichever comes first (an unacked event is only redelivered).
-_ACK_EVERY_EVENTS: Final = 64
-_ACK_EVERY_SECONDS: Final = 0.005
+# Events that arrived together are stored in one transaction and acked at once,
+# up to this many (an unacked event is only redelivered).
+_BATCH_EVENTS: Final = 256
 
 
 @functools.lru_cache(maxsize=1024)
@@ -95,6 +91,9 @@ class Client:
         self._olm = Olm(store, store.keys.pickle_key, str(self.address), self.device_id)
         self._keyring = Keyring(api, store, self._olm, identity)
         self._sender = Sender(api, self._olm)
+        self._outgoing = Outgoing(
+            store, self._keyring, self._sender, str(self.address), self.device_id
+        )
         self._devices = Devices(api, store, self._olm, self._keyring, self._sender)
         self._inbox = Inbox(store, self._olm, self._keyring, self._devices)
         self._verifier = Verifier(store, self._keyring, self._sender, self._inbox)
@@ -228,6 +227,7 @@ class Client:
         return client
 
     async def aclose(self) -> None:
+        await self._outgoing.aclose()
         await self._api.aclose()
         self._store.close()
 
@@ -451,47 +451,16 @@ class Client:
         message = Message(content.id, me, peer, body, content.sent_at, None, "out")
         try:
             try:
-                await self._send_content(content, peer, message)
+                await self._outgoing.send(content, peer, message)
             except UnknownDevice:
                 # A device list reused from cache named a device that has gone since.
                 self._keyring.forget(peer)
                 self._keyring.forget(me)
-                await self._send_content(content, peer, message)
+                await self._outgoing.send(content, peer, message)
         except BaseException:
             self._store.remove_message(message.id)  # history keeps what was sent
             raise
         return message
-
-    async def _send_content(self, content: Content, peer: str, message: Message) -> None:
-        """Encrypt to every device, then send: the history row and every session the
-        message advanced are saved in one commit before any ciphertext leaves."""
-        me = str(self.address)
-        async with self._sender.order:
-            replies = await self._encrypt_and_submit(content, peer, message, me)
-        results = [await reply for reply in replies]
-        self._store.record_sent(message.id, [e.id for r in results for e in r.envelopes])
-
-    async def _encrypt_and_submit(
-        self, content: Content, peer: str, message: Message, me: str
-    ) -> list[Awaitable[SendResult]]:
-        mine = await self._keyring.fresh(me)
-        targets: list[tuple[VerifiedDeviceList, list[str]]] = []
-        if peer != me:
-            theirs = await self._keyring.fresh(peer, tofu=True)
-            targets.append((theirs, [d.device_id for d in theirs.devices]))
-        own = [d.device_id for d in mine.devices if d.device_id != self.device_id]
-        if own:
-            targets.append((mine, own))
-        claimed = [await self._sender.claim(devices, device_ids) for devices, device_ids in targets]
-        envelopes: list[OutgoingEnvelope] = []
-        with self._store.transaction():
-            for (devices, device_ids), keys in zip(targets, claimed, strict=True):
-                out = self._sender.encrypt_to(content, devices, device_ids, keys)
-                if not out and devices is not mine:
-                    raise KeysExhausted(f"no device of {peer} can receive a message right now")
-                envelopes += out
-            self._store.add_message(message)
-        return await self._sender.submit(envelopes) if envelopes else []
 
     # --- receiving -----------------------------------------------------------------
 
@@ -510,10 +479,9 @@ class Client:
                 raise
             if not result.events:
                 break  # that request's `since` acknowledged everything processed
-            for event in result.events:
-                for item in await self._inbox.process(event):
-                    if item.kind == "message" and item.message is not None:
-                        new.append(item.message)
+            for item in await self._inbox.process_batch(result.events):
+                if item.kind == "message" and item.message is not None:
+                    new.append(item.message)
             self._store.advance_cursor(result.next)
         await self._replenish_if_used()
         return new
@@ -537,25 +505,16 @@ class Client:
                 continue
             delay = 0.5
             self._sender.stream = stream
-            unacked, last_ack = 0, time.monotonic()
             try:
-                async for event in stream.events():
+                async for events in stream.batches(_BATCH_EVENTS):
                     # Stored events are shown before anything else can fail: if the ack
-                    # below is lost, the redelivered event is a duplicate and dropped,
+                    # below is lost, the redelivered events are duplicates and dropped,
                     # so an item not yielded now would never be shown.
-                    for item in await self._inbox.process(event):
+                    for item in await self._inbox.process_batch(events):
                         yield item
                     # Acks only follow events already committed; one ack covers every
-                    # event up to its pos, so a burst is acked once at its end.
-                    unacked += 1
-                    now = time.monotonic()
-                    if (
-                        not stream.queued_events()
-                        or unacked >= _ACK_EVERY_EVENTS
-                        or now - last_ack >= _ACK_EVERY_SECONDS
-                    ):
-                        await stream.ack(event.pos)
-                        unacked, last_ack = 0, now
+                    # event up to its pos, so what arrived together is acked once.
+                    await stream.ack(events[-1].pos)
                     await self._replenish_if_used()
             except (OSError, WebSocketException, ProtocolViolation) as exc:
                 log.info("stream lost (%s); reconnecting in %.1fs", exc, delay)

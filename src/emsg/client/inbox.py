@@ -1,14 +1,15 @@
 """Turning queued events into stored messages and contact changes.
 
-Each event is processed in one store transaction together with the cursor, so a
-crash either keeps all of it or none, and the server redelivers what was not
-acknowledged. Duplicates are dropped by envelope id and by content id. Content
+The events that arrived together are processed in one store transaction with the
+cursor, so a crash either keeps all of them or none, and the server redelivers
+what was not acknowledged. Duplicates are dropped by envelope id and by content id. Content
 that fails protocol.md §9 is logged and dropped, never shown.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from emsg.client.devices import Devices
 from emsg.client.keyring import Keyring
@@ -55,15 +56,33 @@ class Inbox:
 
     async def process(self, event: Event) -> list[ClientEvent]:
         """Handle one event durably and return what the user should see (maybe nothing)."""
-        if event.kind is EventKind.ENVELOPE and event.envelope is not None:
-            return await self._envelope(event.pos, event.envelope)
+        return await self.process_batch([event])
+
+    async def process_batch(self, events: Sequence[Event]) -> list[ClientEvent]:
+        """Handle events in queue order in one transaction with the cursor.
+
+        A crash keeps all of them or none (the server redelivers what was not
+        acknowledged); an envelope that fails to verify or decrypt is dropped alone.
+        """
+        if not events:
+            return []
+        # Device lists may need the network: look them up before the transaction.
+        senders = [
+            await self._sender_devices(e.envelope)
+            if e.kind is EventKind.ENVELOPE and e.envelope is not None
+            else None
+            for e in events
+        ]
+        out: list[ClientEvent] = []
         with self._store.transaction():
-            out = (
-                self._bounce(event)
-                if event.kind is EventKind.BOUNCE
-                else self._contact_event(event)
-            )
-            self._store.advance_cursor(event.pos)
+            for event, devices in zip(events, senders, strict=True):
+                if event.kind is EventKind.ENVELOPE and event.envelope is not None:
+                    out += self._envelope(event.envelope, devices)
+                elif event.kind is EventKind.BOUNCE:
+                    out += self._bounce(event)
+                else:
+                    out += self._contact_event(event)
+            self._store.advance_cursor(events[-1].pos)
         return out
 
     def _bounce(self, event: Event) -> list[ClientEvent]:
@@ -83,42 +102,37 @@ class Inbox:
             )
         return out
 
-    def _drop(self, pos: int, envelope: Envelope, why: object) -> None:
-        log.warning("dropping envelope %s from %s: %s", envelope.id, envelope.sender, why)
-        with self._store.transaction():
-            self._store.mark_seen(envelope.id)
-            self._store.advance_cursor(pos)
-
-    async def _sender_devices(self, envelope: Envelope) -> VerifiedDeviceList:
-        if self._keyring.identity is None:
-            # Waiting for approval: only this account's own devices may write to us, and
-            # what they send is checked against the approval code (Devices.accept_...).
-            if envelope.sender != self._store.address:
-                raise UntrustedDevice("a device waiting for approval takes nothing from others")
-            raw = await self._keyring.fetch_raw(envelope.sender)
-            return verify_device_list(raw, address=envelope.sender, pinned_identity_key=None)
-        return await self._keyring.for_sender(envelope.sender, envelope.sender_device)
-
-    async def _envelope(self, pos: int, envelope: Envelope) -> list[ClientEvent]:
+    async def _sender_devices(self, envelope: Envelope) -> VerifiedDeviceList | EmsgError:
+        """The sender's verified device list, or why its envelope is to be dropped."""
         try:
-            devices = await self._sender_devices(envelope)
-        except IdentityKeyChanged as exc:
-            self._drop(pos, envelope, exc)
-            return [self._key_changed_event(envelope.sender, exc.message)]
-        except (CryptoError, BadSignature, NotFound) as exc:
-            self._drop(pos, envelope, exc)
+            if self._keyring.identity is None:
+                # Waiting for approval: only this account's own devices may write to us,
+                # and what they send is checked against the approval code.
+                if envelope.sender != self._store.address:
+                    raise UntrustedDevice("a device waiting for approval takes nothing from others")
+                raw = await self._keyring.fetch_raw(envelope.sender)
+                return verify_device_list(raw, address=envelope.sender, pinned_identity_key=None)
+            return await self._keyring.for_sender(envelope.sender, envelope.sender_device)
+        except (IdentityKeyChanged, CryptoError, BadSignature, NotFound) as exc:
+            return exc
+
+    def _envelope(
+        self, envelope: Envelope, devices: VerifiedDeviceList | EmsgError | None
+    ) -> list[ClientEvent]:
+        """Inside the batch's transaction: seen id, session state, replay hash, history."""
+        if not self._store.mark_seen(envelope.id):
+            return []  # a redelivery of an envelope already handled
+        if not isinstance(devices, VerifiedDeviceList):
+            log.warning("dropping envelope %s from %s: %s", envelope.id, envelope.sender, devices)
+            if isinstance(devices, IdentityKeyChanged):
+                return [self._key_changed_event(envelope.sender, devices.message)]
             return []
-        # One transaction: seen id, session state, replay hash, history row and cursor.
-        with self._store.transaction():
-            self._store.advance_cursor(pos)
-            if not self._store.mark_seen(envelope.id):
-                return []  # a redelivery of an envelope already handled
-            try:
-                decrypted = self._olm.decrypt(envelope, devices)
-                out = self._content(envelope, decrypted.content, devices)
-            except EmsgError as exc:
-                log.warning("dropping envelope %s from %s: %s", envelope.id, envelope.sender, exc)
-                return []
+        try:
+            decrypted = self._olm.decrypt(envelope, devices)
+            out = self._content(envelope, decrypted.content, devices)
+        except EmsgError as exc:
+            log.warning("dropping envelope %s from %s: %s", envelope.id, envelope.sender, exc)
+            return []
         if decrypted.used_one_time_key:
             self.one_time_keys_used += 1
         return out

@@ -94,6 +94,11 @@ class ProfileStore:
         self.path = path
         self._depth = 0
         self._address: str | None = None  # fixed when the profile is created
+        # peer key -> its sessions' pickles, most recently used first. Every message
+        # reads them, so they are kept in memory for as long as no other connection
+        # (another process on this profile) has committed: `PRAGMA data_version`.
+        self._sessions: dict[str, list[tuple[str, str]]] = {}
+        self._data_version = -1
 
     # --- opening -------------------------------------------------------------------
 
@@ -186,10 +191,12 @@ class ProfileStore:
             return
         self._conn.execute("BEGIN IMMEDIATE")
         self._depth = 1
+        self._check_data_version()  # under the write lock: nobody else commits now
         try:
             yield
         except BaseException:
             self._conn.execute("ROLLBACK")
+            self._sessions.clear()
             raise
         else:
             self._conn.execute("COMMIT")
@@ -284,17 +291,29 @@ class ProfileStore:
     def save_account(self, pickle: str) -> None:
         self._conn.execute("INSERT OR REPLACE INTO account VALUES (1, ?)", (pickle,))
 
+    def _check_data_version(self) -> None:
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._sessions.clear()
+            self._data_version = version
+
+    def _session_list(self, peer_key: str) -> list[tuple[str, str]]:
+        if not self._depth:
+            self._check_data_version()
+        cached = self._sessions.get(peer_key)
+        if cached is None:
+            rows = self._conn.execute(
+                "SELECT session_id, pickle FROM sessions WHERE peer_key = ? ORDER BY used DESC",
+                (peer_key,),
+            ).fetchall()
+            cached = self._sessions[peer_key] = [(str(r[0]), str(r[1])) for r in rows]
+        return cached
+
     def has_session(self, peer_key: str) -> bool:
-        row = self._conn.execute(
-            "SELECT 1 FROM sessions WHERE peer_key = ? LIMIT 1", (peer_key,)
-        ).fetchone()
-        return row is not None
+        return bool(self._session_list(peer_key))
 
     def load_sessions(self, peer_key: str) -> list[str]:
-        rows = self._conn.execute(
-            "SELECT pickle FROM sessions WHERE peer_key = ? ORDER BY used DESC", (peer_key,)
-        ).fetchall()
-        return [str(r[0]) for r in rows]
+        return [pickle for _, pickle in self._session_list(peer_key)]
 
     def save_session(self, peer_key: str, session_id: str, pickle: str) -> None:
         # `used` orders the sessions of one peer key (most recent first); one statement.
@@ -305,6 +324,9 @@ class ProfileStore:
             " SET pickle = excluded.pickle, used = excluded.used",
             (peer_key, session_id, pickle),
         )
+        cached = self._sessions.get(peer_key)
+        if cached is not None:
+            cached[:] = [(session_id, pickle)] + [e for e in cached if e[0] != session_id]
 
     def has_replay_hash(self, digest: bytes) -> bool:
         row = self._conn.execute("SELECT 1 FROM replay WHERE digest = ?", (digest,)).fetchone()
@@ -325,6 +347,7 @@ class ProfileStore:
         with self.transaction():
             for table in ("account", "sessions", "seen_envelopes"):
                 self._conn.execute(f"DELETE FROM {table}")
+            self._sessions.clear()
             self._conn.execute("DELETE FROM profile WHERE k IN ('cursor', 'device_id')")
 
     # --- contacts ------------------------------------------------------------------

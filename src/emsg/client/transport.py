@@ -44,6 +44,7 @@ from emsg.proto.wire import (
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 _SERVER_FRAME: Final = TypeAdapter[ServerFrame](ServerFrame)
+_SERVER_FRAMES: Final = TypeAdapter[list[ServerFrame]](list[ServerFrame])
 AUTH_FAILED_CLOSE: Final = 4401
 
 
@@ -151,7 +152,8 @@ class StreamSession:
         ws = await connect(url, max_size=1024 * 1024, open_timeout=15, compression=None)
         try:
             await ws.send(dumps({"type": "auth", "token": token, "since": since}).decode())
-            frame = _parse(await ws.recv())
+            frames = _parse(await ws.recv())
+            frame = frames[0]
         except ConnectionClosed as exc:
             await ws.close()
             if exc.rcvd is not None and exc.rcvd.code == AUTH_FAILED_CLOSE:
@@ -172,22 +174,8 @@ class StreamSession:
         failure: BaseException
         try:
             async for raw in self._ws:
-                frame = _parse(raw)
-                if isinstance(frame, EventFrame):
-                    self._events.put_nowait(frame.event)
-                elif isinstance(frame, SentFrame):
-                    future = self._pending.pop(frame.result.txn_id, None)
-                    if future is not None and not future.done():
-                        future.set_result(frame.result)
-                elif isinstance(frame, ErrorFrame):
-                    error = error_from_wire(400, {"error": model_dump(frame.error)})
-                    future = self._pending.pop(frame.txn_id or "", None)
-                    if future is not None and not future.done():
-                        future.set_exception(error)
-                    elif frame.txn_id is None:
-                        log.warning("stream error: %s", frame.error.message)
-                elif not isinstance(frame, PongFrame | ReadyFrame):  # pragma: no cover
-                    log.debug("ignoring frame %s", frame)
+                for frame in _parse(raw):
+                    self._dispatch(frame)
             failure = ConnectionError("the server closed the stream")
         except ConnectionClosed as exc:
             failure = exc
@@ -199,20 +187,44 @@ class StreamSession:
         self._pending.clear()
         self._events.put_nowait(failure)
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Events in queue order until the connection ends (then its error is raised)."""
-        while True:
-            item = await self._events.get()
-            if isinstance(item, BaseException):
-                rcvd = item.rcvd if isinstance(item, ConnectionClosed) else None
-                if rcvd is not None and rcvd.code == AUTH_FAILED_CLOSE:
-                    raise Unauthorized("the stream closed: token refused")
-                raise item
-            yield item
+    def _dispatch(self, frame: ServerFrame) -> None:
+        if isinstance(frame, EventFrame):
+            self._events.put_nowait(frame.event)
+        elif isinstance(frame, SentFrame):
+            future = self._pending.pop(frame.result.txn_id, None)
+            if future is not None and not future.done():
+                future.set_result(frame.result)
+        elif isinstance(frame, ErrorFrame):
+            error = error_from_wire(400, {"error": model_dump(frame.error)})
+            future = self._pending.pop(frame.txn_id or "", None)
+            if future is not None and not future.done():
+                future.set_exception(error)
+            elif frame.txn_id is None:
+                log.warning("stream error: %s", frame.error.message)
+        elif not isinstance(frame, PongFrame | ReadyFrame):  # pragma: no cover
+            log.debug("ignoring frame %s", frame)
 
-    def queued_events(self) -> int:
-        """Events received and not yet taken by `events()`."""
-        return self._events.qsize()
+    async def batches(self, limit: int = 256) -> AsyncIterator[list[Event]]:
+        """Events in queue order, as many at a time as have arrived (up to `limit`),
+        until the connection ends; then its error is raised."""
+        failure: BaseException | None = None
+        while failure is None:
+            item = await self._events.get()
+            batch: list[Event] = []
+            while True:
+                if isinstance(item, BaseException):
+                    failure = item
+                    break
+                batch.append(item)
+                if len(batch) >= limit or self._events.empty():
+                    break
+                item = self._events.get_nowait()
+            if batch:
+                yield batch
+        rcvd = failure.rcvd if isinstance(failure, ConnectionClosed) else None
+        if rcvd is not None and rcvd.code == AUTH_FAILED_CLOSE:
+            raise Unauthorized("the stream closed: token refused")
+        raise failure
 
     async def ack(self, pos: int) -> None:
         await self._ws.send(dumps({"type": "ack", "pos": pos}).decode())
@@ -245,8 +257,12 @@ class StreamSession:
         await self._ws.close()
 
 
-def _parse(raw: str | bytes) -> ServerFrame:
+def _parse(raw: str | bytes) -> list[ServerFrame]:
+    """The frames of one message: one object, or an array of them in order."""
     try:
-        return _SERVER_FRAME.validate_python(loads_strict(raw))
+        obj = loads_strict(raw)
+        if isinstance(obj, list):
+            return _SERVER_FRAMES.validate_python(obj)
+        return [_SERVER_FRAME.validate_python(obj)]
     except (EmsgError, ValidationError) as exc:
         raise ProtocolViolation(f"malformed frame from the server: {exc}") from None

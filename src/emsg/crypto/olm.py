@@ -35,7 +35,13 @@ from emsg.proto import b64
 from emsg.proto.content import ANY_CONTENT, AnyContent, ContentHeader, ContentType
 from emsg.proto.errors import EmsgError
 from emsg.proto.jsoncodec import loads_strict
-from emsg.proto.wire import Ciphertext, ClaimedDevice, Envelope, OutgoingEnvelope
+from emsg.proto.wire import (
+    MAX_CIPHERTEXT,
+    Ciphertext,
+    ClaimedDevice,
+    Envelope,
+    OutgoingEnvelope,
+)
 
 PRE_KEY, NORMAL = 0, 1
 # Device-to-device contents and who may send them (protocol.md §9).
@@ -149,13 +155,18 @@ class Olm:
             one_time_key = verify_one_time_key(claimed.one_time_key, listed)
             session = self.load_device().account.create_outbound_session(peer_key, one_time_key)
         message_type, body = session.encrypt(encode_content(content)).to_parts()
+        text = b64.encode(body)
+        if len(text) > MAX_CIPHERTEXT:
+            # Dropped unsaved: the stored session is still the state before this.
+            raise ContentRejected(f"too large to send: {len(text)} > {MAX_CIPHERTEXT} characters")
         self._save_session(listed.curve25519, session)
-        return OutgoingEnvelope(
+        # Built from values made here, not parsed: no validation to pay for.
+        return OutgoingEnvelope.model_construct(
             to=peer.address,
             device_id=device_id,
-            ciphertext=Ciphertext(
-                type=PRE_KEY if message_type == PRE_KEY else NORMAL,
-                body=b64.encode(body),
+            ciphertext=Ciphertext.model_construct(
+                type=0 if message_type == PRE_KEY else 1,
+                body=text,
                 sender_key=self.curve25519,
             ),
         )

@@ -55,18 +55,17 @@ _DECODER = json.JSONDecoder(
 )
 
 
-def _check(value: Any, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise BadJson(f"nesting deeper than {MAX_DEPTH}")
+def _check(value: Any) -> None:
+    """Refuse lone surrogates anywhere (they can only come from `\\u` escapes)."""
     if isinstance(value, str):
         _check_text(value)
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_text(key)
-            _check(item, depth + 1)
+            _check(item)
     elif isinstance(value, list):
         for item in value:
-            _check(item, depth + 1)
+            _check(item)
 
 
 def _check_text(text: str) -> None:
@@ -76,17 +75,33 @@ def _check_text(text: str) -> None:
         raise BadJson("lone surrogate in string") from None
 
 
-def _depth_bound(raw: bytes) -> None:
-    # Bound nesting before the recursive parser sees it; brackets inside strings
-    # only make this stricter, never looser, which is fine for a limit this high.
-    depth = 0
-    for byte in raw:
-        if byte in (0x5B, 0x7B):
-            depth += 1
-            if depth > MAX_DEPTH * 4:
-                raise BadJson(f"nesting deeper than {MAX_DEPTH}")
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
+def _check_depth(value: Any) -> None:
+    """Refuse containers nested deeper than `MAX_DEPTH` (strings are not looked at)."""
+    level: list[Any] = [value]
+    for _ in range(MAX_DEPTH + 1):
+        deeper: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                deeper.extend(v for v in item.values() if isinstance(v, dict | list))
+            elif isinstance(item, list):
+                deeper.extend(v for v in item if isinstance(v, dict | list))
+        if not deeper:
+            return
+        level = deeper
+    raise BadJson(f"nesting deeper than {MAX_DEPTH}")
+
+
+def _decode(text: str) -> Any:
+    # The C scanner guards its own recursion: a document nested past the
+    # interpreter's limit raises RecursionError instead of exhausting the stack.
+    try:
+        return _DECODER.decode(text)
+    except BadJson:
+        raise
+    except RecursionError:
+        raise BadJson(f"nesting deeper than {MAX_DEPTH}") from None
+    except ValueError as exc:
+        raise BadJson(f"malformed JSON: {exc}") from None
 
 
 def loads_strict(raw: bytes | str) -> Any:
@@ -94,41 +109,33 @@ def loads_strict(raw: bytes | str) -> Any:
 
     Every stream frame and decrypted content passes through here, so the common
     case is fast: without a `\\u` escape (the only way to spell a lone surrogate in
-    valid UTF-8) and with too few brackets to nest past `MAX_DEPTH`, the C parser
-    with the strict hooks decides alone. Anything else takes the careful path; a
-    property test checks that both give the same verdict on every input.
+    valid UTF-8) the C parser with the strict hooks decides alone, and the nesting
+    is walked (containers only) when there are enough brackets to exceed
+    `MAX_DEPTH`. Anything else takes the careful path; a property test checks that
+    both give the same verdict on every input.
     """
     try:
         text = raw if isinstance(raw, str) else raw.decode("utf-8")
         text.encode("utf-8")  # a lone surrogate in a str: the careful path says so
     except UnicodeError:
         return _loads_careful(raw)
-    if "\\u" in text or text.count("[") + text.count("{") > MAX_DEPTH:
+    if "\\u" in text:
         return _loads_careful(raw)
-    try:
-        return _DECODER.decode(text)
-    except BadJson:
-        raise
-    except ValueError as exc:
-        raise BadJson(f"malformed JSON: {exc}") from None
+    value = _decode(text)
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        _check_depth(value)
+    return value
 
 
 def _loads_careful(raw: bytes | str) -> Any:
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    _depth_bound(data)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise BadJson("body is not UTF-8") from None
-    try:
-        value = _DECODER.decode(text)
-    except BadJson:
-        raise
-    except RecursionError:
-        raise BadJson(f"nesting deeper than {MAX_DEPTH}") from None
-    except ValueError as exc:
-        raise BadJson(f"malformed JSON: {exc}") from None
-    _check(value, 0)
+    value = _decode(text)
+    _check_depth(value)
+    _check(value)
     return value
 
 

@@ -122,6 +122,11 @@ class ServerProcess:
             raise RuntimeError("the server is not running")
         return self._proc.pid
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the server process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_bytes(self) -> int:
         """Resident memory of the server process, from /proc."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():

@@ -11,7 +11,7 @@ import pytest
 
 from emsg.client import Client, ClientEvent, WrongPassphrase
 from emsg.crypto.keys import FAST_KDF_FOR_TESTS
-from emsg.proto.errors import RecipientRefuses
+from emsg.proto.errors import EmsgError, RecipientRefuses
 from emsg.testing import ServerProcess
 
 DOMAIN = "a.example"
@@ -156,3 +156,33 @@ async def test_a_burst_over_the_stream_is_stored_once_and_acked(
         assert {m.id for m in alice.history()} == {m.id for m in sent}
         assert len(bob.history()) == 50
         assert await bob.fetch() == []  # everything was acknowledged or deduplicated
+
+
+async def test_concurrent_sends_are_batched_in_order_and_fail_alone(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    alice, bob = await friends(server, tmp_path)
+    async with alice, bob:
+
+        async def pipelined() -> None:
+            async for _ in alice.listen():
+                pass
+
+        listener = asyncio.create_task(pipelined())
+        try:
+            await asyncio.sleep(0.3)  # alice's stream is up: her sends are pipelined
+            ghost = f"ghost{secrets.token_hex(4)}#{DOMAIN}"
+            calls = [alice.send_text(str(bob.address), f"m{i}") for i in range(150)]
+            calls.insert(70, alice.send_text(ghost, "to nobody"))
+            results = await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        assert len(failed) == 1  # the send to nobody, and it alone
+        assert isinstance(failed[0], EmsgError)
+        # In the order they were called, once each, on both sides.
+        expected = [f"m{i}" for i in range(150)]
+        assert [m.body for m in alice.history(str(bob.address))] == expected
+        assert [m.body for m in await bob.fetch()] == expected
+        assert [m.body for m in alice.history()] == expected  # nothing kept for the ghost

@@ -54,9 +54,16 @@ def ws_url(server: ServerProcess) -> str:
     return server.url.replace("http://", "ws://") + "/_emsg/v1/stream"
 
 
+_BUFFERED: dict[int, list[dict[str, Any]]] = {}
+
+
 async def recv(ws: ClientConnection) -> dict[str, Any]:
-    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 10))
-    return frame
+    """The next frame: a message holds one frame or a JSON array of them, in order."""
+    buffered = _BUFFERED.setdefault(id(ws), [])
+    if not buffered:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        buffered.extend(message if isinstance(message, list) else [message])
+    return buffered.pop(0)
 
 
 async def test_long_poll_wakes_on_send(http: httpx.AsyncClient) -> None:
@@ -114,6 +121,43 @@ async def test_stream_pipelined_sends(server: ServerProcess, http: httpx.AsyncCl
     assert answers[101]["error"]["code"] == "invalid_address"
     got = await bob.get("/sync", params={"limit": 1000})
     assert len(got.json()["events"]) == n
+
+
+async def test_stream_frames_travel_in_arrays(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
+    alice, bob = await register(http, "alice"), await register(http, "bob")
+    env = {"to": bob.address, "device_id": bob.device_id,
+           "ciphertext": {"type": 1, "body": "eA", "sender_key": "A" * 43}}  # fmt: skip
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": alice.token}))
+        assert json.loads(await ws.recv())["type"] == "ready"
+        # Several sends in one message: committed together, answered in one message.
+        sends = [{"type": "send", "txn_id": f"a{i}", "envelopes": [env]} for i in range(3)]
+        await ws.send(json.dumps([*sends, {"type": "ping"}]))
+        answers = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert isinstance(answers, list)
+        assert [a["result"]["txn_id"] for a in answers] == ["a0", "a1", "a2"]
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": bob.token, "since": 0}))
+        assert json.loads(await ws.recv())["type"] == "ready"
+        pushed = json.loads(await asyncio.wait_for(ws.recv(), 10))  # queued: one message
+        assert [f["type"] for f in pushed] == ["event"] * 3
+        positions = [f["event"]["pos"] for f in pushed]
+        assert positions == sorted(positions)
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": alice.token}))
+        assert json.loads(await ws.recv())["type"] == "ready"
+        await ws.send(json.dumps([]))  # an empty array is not a frame
+        assert (await recv(ws))["error"]["code"] == "protocol_violation"
+        with pytest.raises(ConnectionClosed) as info:
+            await recv(ws)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 1008
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps([{"type": "auth", "token": alice.token}]))  # auth stands alone
+        assert (await recv(ws))["error"]["code"] == "protocol_violation"
 
 
 async def test_stream_protocol_violations(server: ServerProcess, http: httpx.AsyncClient) -> None:

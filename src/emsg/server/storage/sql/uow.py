@@ -28,7 +28,7 @@ from emsg.server.federation.sqlstore import SqlFedInbox, SqlOutbox, SqlServerKey
 from emsg.server.storage import ports
 from emsg.server.storage.sql.base import SqlCaches
 from emsg.server.storage.sql.cache import Invalidations
-from emsg.server.storage.sql.conn import AwaitingConn, BlockingConn, Conn
+from emsg.server.storage.sql.conn import AwaitingConn, BlockingConn, Conn, PlanCache
 from emsg.server.storage.sql.repos import (
     SqlAccounts,
     SqlDevices,
@@ -152,6 +152,7 @@ class SqliteUnitOfWork:
         self._write_lock = asyncio.Lock()
         self._reader = engine.connect()
         self._checkpointer = _Checkpointer(path)
+        self._plans = PlanCache()
 
     @classmethod
     def open(cls, url: str) -> SqliteUnitOfWork:
@@ -177,7 +178,7 @@ class SqliteUnitOfWork:
                     # Take the write lock up front: a deferred transaction that reads
                     # and then writes could fail with SQLITE_BUSY on the upgrade.
                     self._writer.exec_driver_sql("BEGIN IMMEDIATE")
-                    yield SqlTx(BlockingConn(self._writer), self._caches, inv)
+                    yield SqlTx(BlockingConn(self._writer, self._plans), self._caches, inv)
             finally:
                 inv.replay()
         self._checkpointer.committed()
@@ -187,7 +188,7 @@ class SqliteUnitOfWork:
         # Autocommit: no transaction to hold. The repositories never suspend on this
         # backend, so a read block runs in one go and sees one committed state.
         try:
-            yield SqlTx(BlockingConn(self._reader), self._caches, Invalidations())
+            yield SqlTx(BlockingConn(self._reader, self._plans), self._caches, Invalidations())
         finally:
             self._reader.rollback()  # ends SQLAlchemy's bookkeeping; no SQL is sent
 

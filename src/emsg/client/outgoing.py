@@ -1,0 +1,217 @@
+"""Sending text messages in batches: one commit and one send per burst.
+
+A busy client (a bot, a gateway, a pipelined load generator) calls `send_text`
+from many tasks at once. Each call queues its message and waits for it; one pump
+task takes every message queued so far, under the sender's `order` lock. It
+encrypts them all in one store transaction (the history rows and every session
+they advanced are committed before any ciphertext leaves), and puts them on the
+wire in encryption order, each run of messages to the same recipient as one
+send. The replies are recorded in one more transaction, off the lock, together
+with any other replies that arrived in the same message. A lone message is a
+batch of one, sent at once; only while two batches are still unanswered does the
+next one wait to grow (Nagle's algorithm, for sends).
+
+Runs are consecutive messages only: ciphertexts to one device (an own other
+device sees every message) must not overtake each other by more than the 40
+skipped keys an Olm chain keeps, and people expect their order anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Final
+
+from emsg.client.keyring import Keyring
+from emsg.client.models import Message
+from emsg.client.sender import Sender
+from emsg.client.store import ProfileStore
+from emsg.crypto.identity import VerifiedDeviceList
+from emsg.proto.content import Content
+from emsg.proto.errors import KeysExhausted
+from emsg.proto.wire import MAX_ENVELOPES_PER_SEND, ClaimedDevice, OutgoingEnvelope, SendResult
+
+log = logging.getLogger(__name__)
+
+Target = tuple[VerifiedDeviceList, list[str], dict[str, ClaimedDevice]]
+
+# Batches sent and not yet answered before the next one waits to grow.
+_BATCHES_IN_FLIGHT: Final = 2
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    content: Content
+    peer: str
+    message: Message
+    done: asyncio.Future[None]
+    envelopes: list[OutgoingEnvelope] = field(default_factory=list)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+@dataclass(eq=False, slots=True)
+class _Run:
+    """Consecutive jobs to one recipient, sent together; its replies, once written."""
+
+    jobs: list[_Job]
+    replies: list[Awaitable[SendResult]] = field(default_factory=list)
+
+
+class Outgoing:
+    def __init__(
+        self, store: ProfileStore, keyring: Keyring, sender: Sender, me: str, device_id: str
+    ) -> None:
+        self._store = store
+        self._keyring = keyring
+        self._sender = sender
+        self._me = me
+        self._device_id = device_id
+        self._queue: list[_Job] = []
+        self._settling: set[asyncio.Task[None]] = set()
+        self._pump: asyncio.Task[None] | None = None
+        self._unrecorded: list[tuple[_Job, list[str]]] = []
+        self._record_soon = False
+
+    async def send(self, content: Content, peer: str, message: Message) -> None:
+        """Send one message (with whatever else is queued); raise what failed it."""
+        job = _Job(content, peer, message, asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._run_pump())
+        await job.done
+
+    async def _run_pump(self) -> None:
+        """Lead batches while messages wait. One task, so callers never queue on the
+        lock in a convoy, and a cancelled caller leaves the others undisturbed."""
+        # One turn of the event loop: sends started in the same turn join the batch.
+        await asyncio.sleep(0)
+        try:
+            while self._queue:
+                async with self._sender.order:
+                    # Like Nagle's algorithm: while earlier batches still wait for their
+                    # replies, let the queue grow (up to one full send) instead of
+                    # sending many small batches. A sender that is not busy never waits.
+                    while (
+                        len(self._settling) >= _BATCHES_IN_FLIGHT
+                        and len(self._queue) < MAX_ENVELOPES_PER_SEND
+                    ):
+                        await asyncio.wait(set(self._settling), return_when=asyncio.FIRST_COMPLETED)
+                    jobs, self._queue = self._queue, []
+                    await self._lead(jobs)
+        except BaseException as exc:
+            for job in self._queue:
+                job.fail(exc)
+            self._queue = []
+            raise
+
+    async def _lead(self, jobs: list[_Job]) -> None:
+        try:
+            prepared = [(job, await self._targets(job)) for job in jobs]
+            ready = self._encrypt([(j, t) for j, t in prepared if t is not None])
+            runs: list[_Run] = []
+            for job in ready:
+                if runs and runs[-1].jobs[-1].peer == job.peer and _fits(runs[-1], job):
+                    runs[-1].jobs.append(job)
+                else:
+                    runs.append(_Run([job]))
+            for run in runs:
+                run.replies = await self._sender.submit([e for j in run.jobs for e in j.envelopes])
+        except Exception as exc:  # this batch fails; the pump goes on with the next
+            for job in jobs:
+                job.fail(exc)
+            return
+        except BaseException as exc:
+            for job in jobs:
+                job.fail(exc)
+            raise
+        task = asyncio.create_task(self._settle(runs))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _targets(self, job: _Job) -> list[Target] | None:
+        """The devices to encrypt to, with keys claimed where there is no session yet."""
+        try:
+            mine = await self._keyring.fresh(self._me)
+            wanted: list[tuple[VerifiedDeviceList, list[str]]] = []
+            if job.peer != self._me:
+                theirs = await self._keyring.fresh(job.peer, tofu=True)
+                wanted.append((theirs, [d.device_id for d in theirs.devices]))
+            own = [d.device_id for d in mine.devices if d.device_id != self._device_id]
+            if own:
+                wanted.append((mine, own))
+            return [
+                (devices, ids, await self._sender.claim(devices, ids)) for devices, ids in wanted
+            ]
+        except Exception as exc:
+            job.fail(exc)
+            return None
+
+    def _encrypt(self, prepared: list[tuple[_Job, list[Target]]]) -> list[_Job]:
+        ready = []
+        with self._store.transaction():
+            for job, targets in prepared:
+                for devices, device_ids, claimed in targets:
+                    out = self._sender.encrypt_to(job.content, devices, device_ids, claimed)
+                    if not out and devices.address != self._me:
+                        # Nothing was encrypted for this job yet (the peer comes first).
+                        job.fail(KeysExhausted(f"no device of {job.peer} can receive right now"))
+                        break
+                    job.envelopes += out
+                else:
+                    self._store.add_message(job.message)
+                    if job.envelopes:
+                        ready.append(job)
+                    else:  # a note to self with no other device: stored, nothing to send
+                        job.done.set_result(None)
+        return ready
+
+    async def _settle(self, runs: list[_Run]) -> None:
+        for run in runs:
+            try:
+                results = [await reply for reply in run.replies]
+            except Exception as exc:
+                for job in run.jobs:
+                    job.fail(exc)
+                continue
+            ids = [e.id for r in results for e in r.envelopes]
+            for job in run.jobs:
+                count = len(job.envelopes)
+                self._unrecorded.append((job, ids[:count]))
+                ids = ids[count:]
+        if self._unrecorded and not self._record_soon:
+            # Replies that arrived together are recorded in one commit: the other
+            # batches' tasks woken by the same message run before this callback.
+            self._record_soon = True
+            asyncio.get_running_loop().call_soon(self._record)
+
+    def _record(self) -> None:
+        """Remember which envelopes carried each message (to name bounces); then done."""
+        self._record_soon = False
+        sent, self._unrecorded = self._unrecorded, []
+        try:
+            with self._store.transaction():
+                for job, envelope_ids in sent:
+                    self._store.record_sent(job.message.id, envelope_ids)
+        except Exception as exc:  # the messages went out; only bounce naming is lost
+            log.warning("could not record %d sent envelopes: %s", len(sent), exc)
+        for job, _ in sent:
+            if not job.done.done():
+                job.done.set_result(None)
+
+    async def aclose(self) -> None:
+        """Let replies still in flight settle (or fail with the connection)."""
+        if self._pump is not None:
+            await asyncio.gather(self._pump, return_exceptions=True)
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+        if self._unrecorded:
+            self._record()
+
+
+def _fits(run: _Run, job: _Job) -> bool:
+    return sum(len(j.envelopes) for j in run.jobs) + len(job.envelopes) <= MAX_ENVELOPES_PER_SEND
