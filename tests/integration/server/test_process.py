@@ -123,6 +123,31 @@ async def test_stream_pipelined_sends(server: ServerProcess, http: httpx.AsyncCl
     assert len(got.json()["events"]) == n
 
 
+async def test_stream_acks_survive_a_clean_restart(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
+    # Stream acks are applied in batches; a clean shutdown applies what waits.
+    alice, bob = await register(http, "alice"), await register(http, "bob")
+    for i, body in enumerate(["MA", "MQ", "Mg"]):
+        await alice.send(f"t{i}", bob, body=body)
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": bob.token, "since": 0}))
+        assert (await recv(ws))["type"] == "ready"
+        events = [(await recv(ws))["event"] for _ in range(3)]
+        await ws.send(json.dumps({"type": "ack", "pos": events[1]["pos"]}))
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await recv(ws)) == {"type": "pong"}  # the ack was taken in order
+        assert server.stop() == 0
+    server.start()
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as again:
+        reply = await again.get(
+            "/_emsg/v1/sync",
+            params={"since": 0, "timeout": 0},
+            headers={"Authorization": f"Bearer {bob.token}"},
+        )
+    assert [e["envelope"]["ciphertext"]["body"] for e in reply.json()["events"]] == ["Mg"]
+
+
 async def test_stream_frames_travel_in_arrays(
     server: ServerProcess, http: httpx.AsyncClient
 ) -> None:

@@ -258,7 +258,7 @@ class _Connection:
                 while items and isinstance(items[0], AckFrame):
                     upto = max(upto, items[0].pos)
                     self.inbox.take_next()
-                await self.svc.messages.ack(self.me, upto)
+                self.svc.messages.ack_soon(self.me, upto)
             elif isinstance(item, PingFrame):
                 await self.out({"type": "pong"})
 

@@ -98,5 +98,6 @@ class Services:
     async def close(self) -> None:
         if self.federation is not None:
             await self.federation.close()
+        await self.messages.close()
         await self.notifier.close()
         await self.uow.close()

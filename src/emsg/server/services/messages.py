@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +35,12 @@ from emsg.server.storage.ports import Tx, UnitOfWork
 from emsg.server.storage.records import HeldEnvelope, NewEvent
 
 TXN_RETENTION_MS: Final = 48 * 3600 * 1000
+# Stream acks are applied together, this long after the first one waiting.
+ACK_FLUSH_S: Final = 0.05
 MAX_SYNC_LIMIT: Final = 1000
 MAX_SYNC_TIMEOUT_MS: Final = 30_000
 _ENVELOPE: Final = EventKind.ENVELOPE.value
+log = logging.getLogger("emsg.server.messages")
 
 
 def body_hash(envelopes: Sequence[OutgoingEnvelope]) -> str:
@@ -94,6 +99,10 @@ class MessageService:
         self._metrics = metrics
         self._local_domain = str(rules.domain)
         self._last_prune = 0
+        # device -> highest position acknowledged on a stream and not yet deleted
+        self._acks: dict[str, int] = {}
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._ack_flushes: set[asyncio.Task[None]] = set()
 
     async def send(
         self, me: Caller, txn_id: TxnId, envelopes: Sequence[OutgoingEnvelope]
@@ -253,7 +262,42 @@ class MessageService:
             async with self._uow.write() as tx:
                 await tx.events.ack(me.device_id, upto)
 
+    def ack_soon(self, me: Caller, upto: int) -> None:
+        """Acknowledge from a busy stream: deleted with the others waiting, within
+        ACK_FLUSH_S, in one commit. Reads in this process honour it at once; a crash
+        before the commit only redelivers, which clients de-duplicate (§8.2)."""
+        if upto <= self._acks.get(me.device_id, 0):
+            return
+        self._acks[me.device_id] = upto
+        if self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(ACK_FLUSH_S, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._ack_timer = None
+        task = asyncio.get_running_loop().create_task(self.flush_acks())
+        self._ack_flushes.add(task)
+        task.add_done_callback(self._ack_flushes.discard)
+
+    async def flush_acks(self) -> None:
+        acks, self._acks = self._acks, {}
+        if not acks:
+            return
+        try:
+            async with self._uow.write() as tx:
+                for device_id, upto in acks.items():
+                    await tx.events.ack(device_id, upto)
+        except Exception:
+            log.exception("%d acknowledgements failed; their events come again", len(acks))
+
+    async def close(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        await asyncio.gather(*self._ack_flushes, return_exceptions=True)
+        await self.flush_acks()
+
     async def events_after(self, me: Caller, since: int, limit: int) -> list[WireEvent]:
+        since = max(since, self._acks.get(me.device_id, 0))
         async with self._uow.read() as tx:
             events = await tx.events.after(me.device_id, since, limit)
         delivered = sum(1 for e in events if e.kind == _ENVELOPE)

@@ -87,7 +87,10 @@ def _upgrade(sync_conn: Connection) -> None:
 
 # The writer checkpoints only if the background checkpointer falls far behind.
 _WAL_BACKSTOP_PAGES: Final = 16_384
+# A checkpoint costs two fsyncs whatever it copies, and pages written by many
+# commits are copied once: so at most one a second, once a few commits are in.
 _CHECKPOINT_EVERY_COMMITS: Final = 200
+_CHECKPOINT_INTERVAL_S: Final = 1.0
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -113,14 +116,20 @@ class _Checkpointer:
     def __init__(self, path: str) -> None:
         self._path = path
         self._commits = 0
+        self._last = float("-inf")
         self._task: asyncio.Task[None] | None = None
         self._conn: sqlite3.Connection | None = None
 
     def committed(self) -> None:
         self._commits += 1
-        if self._commits >= _CHECKPOINT_EVERY_COMMITS and self._task is None:
-            self._commits = 0
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._commits < _CHECKPOINT_EVERY_COMMITS or self._task is not None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last < _CHECKPOINT_INTERVAL_S:
+            return
+        self._commits = 0
+        self._last = loop.time()
+        self._task = loop.create_task(self._run())
 
     async def _run(self) -> None:
         try:
