@@ -20,6 +20,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from emsg.client.http1 import Http1Client
 from emsg.proto.errors import (
     EmsgError,
     ProtocolViolation,
@@ -46,6 +47,7 @@ M = TypeVar("M", bound=BaseModel)
 _SERVER_FRAME: Final = TypeAdapter[ServerFrame](ServerFrame)
 _SERVER_FRAMES: Final = TypeAdapter[list[ServerFrame]](list[ServerFrame])
 AUTH_FAILED_CLOSE: Final = 4401
+ACK_DELAY_S: Final = 0.01
 
 
 def path_address(address: str) -> str:
@@ -53,11 +55,19 @@ def path_address(address: str) -> str:
     return quote(address, safe="")
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _payload(status: int, content: bytes, retry_after: str | None) -> Any:
+    """The parsed JSON reply of a success, or the error it stands for, raised."""
     try:
-        return float(response.headers["retry-after"])
-    except (KeyError, ValueError):
-        return None
+        payload = loads_strict(content) if content else None
+    except EmsgError:
+        payload = None
+    if 200 <= status < 300:
+        return payload
+    try:
+        wait = float(retry_after) if retry_after is not None else None
+    except ValueError:
+        wait = None
+    raise error_from_wire(status, payload, wait)
 
 
 class HttpApi:
@@ -76,8 +86,12 @@ class HttpApi:
         self._http = httpx.AsyncClient(
             base_url=self.server_url + API_PREFIX, transport=transport, timeout=timeout
         )
+        # Sends take the lean path (see http1.py) unless a test injects a transport.
+        self._fast = Http1Client(self.server_url, timeout) if transport is None else None
 
     async def aclose(self) -> None:
+        if self._fast is not None:
+            await self._fast.aclose()
         await self._http.aclose()
 
     async def call(
@@ -97,6 +111,9 @@ class HttpApi:
         if body is not None:
             headers["Content-Type"] = "application/json"
             content = dumps(model_dump(body) if isinstance(body, BaseModel) else dict(body))
+        if self._fast is not None and method == "PUT" and params is None and timeout is None:
+            reply = await self._fast.request(method, API_PREFIX + path, headers, content)
+            return _payload(reply.status, reply.content, reply.headers.get("retry-after"))
         response = await self._http.request(
             method,
             path,
@@ -105,13 +122,7 @@ class HttpApi:
             params=params,
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
-        try:
-            payload = loads_strict(response.content) if response.content else None
-        except EmsgError:
-            payload = None
-        if response.is_success:
-            return payload
-        raise error_from_wire(response.status_code, payload, _retry_after(response))
+        return _payload(response.status_code, response.content, response.headers.get("retry-after"))
 
     async def get_model(self, model: type[M], path: str, **params: str | int) -> M:
         return model.model_validate(await self.call("GET", path, params=params or None))
@@ -144,6 +155,10 @@ class StreamSession:
         self._events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
         self._pending: dict[str, asyncio.Future[SendResult]] = {}
         self._reader = asyncio.create_task(self._read())
+        self._ack_upto = 0  # highest position to acknowledge
+        self._acked = 0  # highest position acknowledged
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._ack_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(cls, url: str, token: str, since: int) -> StreamSession:
@@ -228,6 +243,29 @@ class StreamSession:
 
     async def ack(self, pos: int) -> None:
         await self._ws.send(dumps({"type": "ack", "pos": pos}).decode())
+        self._acked = max(self._acked, pos)
+
+    def ack_soon(self, pos: int) -> None:
+        """Acknowledge up to `pos` within ACK_DELAY_S, with whatever follows by then:
+        a busy stream sends one ack frame per delay, not one per event. An ack that
+        is lost only makes the server send those events again (they are dropped as
+        duplicates)."""
+        self._ack_upto = max(self._ack_upto, pos)
+        if self._ack_timer is None and self._ack_task is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY_S, self._ack_now)
+
+    def _ack_now(self) -> None:
+        self._ack_timer = None
+        self._ack_task = asyncio.get_running_loop().create_task(self._send_ack())
+
+    async def _send_ack(self) -> None:
+        try:
+            while self._acked < self._ack_upto:
+                await self.ack(self._ack_upto)
+        except (OSError, ConnectionClosed) as exc:
+            log.info("ack not sent (%s): those events will come again", exc)
+        finally:
+            self._ack_task = None
 
     async def send(self, txn_id: str, envelopes: list[OutgoingEnvelope]) -> SendResult:
         """Send and wait for its `sent` reply; other sends may be in flight meanwhile."""
@@ -251,6 +289,14 @@ class StreamSession:
         await self._ws.send('{"type":"ping"}')
 
     async def aclose(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if self._ack_task is not None:
+            await asyncio.gather(self._ack_task, return_exceptions=True)
+        with contextlib.suppress(OSError, ConnectionClosed):
+            if self._acked < self._ack_upto:
+                await self.ack(self._ack_upto)
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._reader

@@ -81,6 +81,16 @@ class SendOutcome:
     remote: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A send waiting for its group's commit."""
+
+    me: Caller
+    txn_id: TxnId
+    envelopes: Sequence[OutgoingEnvelope]
+    done: asyncio.Future[dict[str, Any]]
+
+
 class MessageService:
     def __init__(
         self,
@@ -103,14 +113,56 @@ class MessageService:
         self._acks: dict[str, int] = {}
         self._ack_timer: asyncio.TimerHandle | None = None
         self._ack_flushes: set[asyncio.Task[None]] = set()
+        self._waiting: list[_Waiting] = []
+        self._groups: set[asyncio.Task[None]] = set()
 
     async def send(
         self, me: Caller, txn_id: TxnId, envelopes: Sequence[OutgoingEnvelope]
     ) -> dict[str, Any]:
-        async with self._uow.write() as tx:
-            outcome = await self.send_in(tx, me, txn_id, envelopes)
-        await self._after_commit([outcome])
-        return outcome.result
+        """One send. Sends that arrive in the same turn of the event loop (concurrent
+        HTTP requests) are committed together: one commit, each answered alone."""
+        done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(me, txn_id, envelopes, done))
+        if len(self._waiting) == 1:
+            asyncio.get_running_loop().call_soon(self._commit_waiting)
+        return await done
+
+    def _commit_waiting(self) -> None:
+        group, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._commit_group(group))
+        self._groups.add(task)
+        task.add_done_callback(self._groups.discard)
+
+    async def _commit_group(self, group: list[_Waiting]) -> None:
+        answers: list[SendOutcome | EmsgError] = []
+        try:
+            async with self._uow.write() as tx:
+                for w in group:
+                    try:
+                        answers.append(await self.send_in(tx, w.me, w.txn_id, w.envelopes))
+                    except EmsgError as exc:
+                        answers.append(exc)
+        except BaseException as exc:  # nothing was committed: every send fails alike
+            if not isinstance(exc, EmsgError):
+                log.exception("a group of %d sends failed; nothing was committed", len(group))
+            for w in group:
+                if not w.done.done():
+                    w.done.set_exception(
+                        exc
+                        if isinstance(exc, EmsgError)
+                        else InternalError("internal error; nothing was committed")
+                    )
+            if not isinstance(exc, Exception):
+                raise
+            return
+        await self._after_commit([a for a in answers if isinstance(a, SendOutcome)])
+        for w, answer in zip(group, answers, strict=True):
+            if w.done.done():  # the caller went away; its send is committed all the same
+                continue
+            if isinstance(answer, EmsgError):
+                w.done.set_exception(answer)
+            else:
+                w.done.set_result(answer.result)
 
     async def send_batch(
         self, me: Caller, sends: Sequence[tuple[TxnId, Sequence[OutgoingEnvelope]]]
@@ -290,6 +342,7 @@ class MessageService:
             log.exception("%d acknowledgements failed; their events come again", len(acks))
 
     async def close(self) -> None:
+        await asyncio.gather(*self._groups, return_exceptions=True)
         if self._ack_timer is not None:
             self._ack_timer.cancel()
             self._ack_timer = None
