@@ -21,11 +21,14 @@ class Script:
     close_after: int = 1_000
     connections: int = 0
     requests: list[bytes] = field(default_factory=list)
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def serve(script: Script) -> tuple[asyncio.Server, int]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         script.connections += 1
+        script.writers.append(writer)
         served = 0
         try:
             while served < script.close_after:
@@ -37,7 +40,8 @@ async def serve(script: Script) -> tuple[asyncio.Server, int]:
                 )
                 script.requests.append(head + await reader.readexactly(length))
                 if not script.replies:
-                    await asyncio.sleep(3600)  # never answers
+                    await script.done.wait()  # never answers
+                    break
                 writer.write(script.replies.pop(0))
                 await writer.drain()
                 served += 1
@@ -60,18 +64,26 @@ Start = Callable[[Script], Awaitable[Http1Client]]
 async def scripted() -> AsyncIterator[Start]:
     servers: list[asyncio.Server] = []
     clients: list[Http1Client] = []
+    scripts: list[Script] = []
 
     async def start(script: Script) -> Http1Client:
         server, port = await serve(script)
         servers.append(server)
+        scripts.append(script)
         clients.append(Http1Client(f"http://127.0.0.1:{port}", timeout=2.0))
         return clients[-1]
 
     yield start
     for client in clients:
         await client.aclose()
+    for script in scripts:
+        script.done.set()
+        for writer in script.writers:
+            writer.close()
     for server in servers:
         server.close()
+        await server.wait_closed()
+    await asyncio.sleep(0.05)  # the handlers finish before the loop closes
 
 
 async def test_keeps_the_connection_alive(scripted: Start) -> None:
