@@ -6,10 +6,11 @@ task takes every message queued so far, under the sender's `order` lock. It
 encrypts them all in one store transaction (the history rows and every session
 they advanced are committed before any ciphertext leaves), and puts them on the
 wire in encryption order, each run of messages to the same recipient as one
-send. The replies are recorded in one more transaction, off the lock, together
-with any other replies that arrived in the same message. A lone message is a
-batch of one, sent at once; only while two batches are still unanswered does the
-next one wait to grow (Nagle's algorithm, for sends).
+send. Envelope ids are derived from the transaction ids (protocol.md §7), so the
+ids that will name each message in a bounce are stored in that same commit, and
+a reply needs no write. A lone message is a batch of one, sent at once; only
+while two batches are still unanswered does the next one wait to grow (Nagle's
+algorithm, for sends).
 
 Runs are consecutive messages only: ciphertexts to one device (an own other
 device sees every message) must not overtake each other by more than the 40
@@ -31,7 +32,14 @@ from emsg.client.store import ProfileStore
 from emsg.crypto.identity import VerifiedDeviceList
 from emsg.proto.content import Content
 from emsg.proto.errors import KeysExhausted
-from emsg.proto.wire import MAX_ENVELOPES_PER_SEND, ClaimedDevice, OutgoingEnvelope, SendResult
+from emsg.proto.wire import (
+    MAX_ENVELOPES_PER_SEND,
+    ClaimedDevice,
+    OutgoingEnvelope,
+    SendRequest,
+    SendResult,
+    envelope_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,7 @@ class _Run:
     """Consecutive jobs to one recipient, sent together; its replies, once written."""
 
     jobs: list[_Job]
+    sends: list[tuple[str, SendRequest]] = field(default_factory=list)
     replies: list[Awaitable[SendResult]] = field(default_factory=list)
 
 
@@ -74,8 +83,6 @@ class Outgoing:
         self._queue: list[_Job] = []
         self._settling: set[asyncio.Task[None]] = set()
         self._pump: asyncio.Task[None] | None = None
-        self._unrecorded: list[tuple[_Job, list[str]]] = []
-        self._record_soon = False
 
     async def send(self, content: Content, peer: str, message: Message) -> None:
         """Send one message (with whatever else is queued); raise what failed it."""
@@ -112,15 +119,9 @@ class Outgoing:
     async def _lead(self, jobs: list[_Job]) -> None:
         try:
             prepared = [(job, await self._targets(job)) for job in jobs]
-            ready = self._encrypt([(j, t) for j, t in prepared if t is not None])
-            runs: list[_Run] = []
-            for job in ready:
-                if runs and runs[-1].jobs[-1].peer == job.peer and _fits(runs[-1], job):
-                    runs[-1].jobs.append(job)
-                else:
-                    runs.append(_Run([job]))
+            runs = self._encrypt([(j, t) for j, t in prepared if t is not None])
             for run in runs:
-                run.replies = await self._sender.submit([e for j in run.jobs for e in j.envelopes])
+                run.replies = await self._sender.submit_planned(run.sends)
         except Exception as exc:  # this batch fails; the pump goes on with the next
             for job in jobs:
                 job.fail(exc)
@@ -151,8 +152,11 @@ class Outgoing:
             job.fail(exc)
             return None
 
-    def _encrypt(self, prepared: list[tuple[_Job, list[Target]]]) -> list[_Job]:
-        ready = []
+    def _encrypt(self, prepared: list[tuple[_Job, list[Target]]]) -> list[_Run]:
+        """One transaction: encrypt every job, store each message with the ids of the
+        envelopes that will carry it (derived from the transaction ids, so bounces
+        name it even after a crash), and plan the sends."""
+        runs: list[_Run] = []
         with self._store.transaction():
             for job, targets in prepared:
                 for devices, device_ids, claimed in targets:
@@ -164,44 +168,36 @@ class Outgoing:
                     job.envelopes += out
                 else:
                     self._store.add_message(job.message)
-                    if job.envelopes:
-                        ready.append(job)
-                    else:  # a note to self with no other device: stored, nothing to send
+                    if not job.envelopes:  # a note to self with no other device to copy
                         job.done.set_result(None)
-        return ready
+                    elif runs and runs[-1].jobs[-1].peer == job.peer and _fits(runs[-1], job):
+                        runs[-1].jobs.append(job)
+                    else:
+                        runs.append(_Run([job]))
+            for run in runs:
+                run.sends = self._sender.plan([e for j in run.jobs for e in j.envelopes])
+                ids = [
+                    envelope_id(self._me, self._device_id, txn_id, index)
+                    for txn_id, request in run.sends
+                    for index in range(len(request.envelopes))
+                ]
+                for job in run.jobs:
+                    self._store.record_sent(job.message.id, ids[: len(job.envelopes)])
+                    ids = ids[len(job.envelopes) :]
+        return runs
 
     async def _settle(self, runs: list[_Run]) -> None:
         for run in runs:
             try:
-                results = [await reply for reply in run.replies]
+                for reply in run.replies:
+                    await reply
             except Exception as exc:
                 for job in run.jobs:
                     job.fail(exc)
                 continue
-            ids = [e.id for r in results for e in r.envelopes]
             for job in run.jobs:
-                count = len(job.envelopes)
-                self._unrecorded.append((job, ids[:count]))
-                ids = ids[count:]
-        if self._unrecorded and not self._record_soon:
-            # Replies that arrived together are recorded in one commit: the other
-            # batches' tasks woken by the same message run before this callback.
-            self._record_soon = True
-            asyncio.get_running_loop().call_soon(self._record)
-
-    def _record(self) -> None:
-        """Remember which envelopes carried each message (to name bounces); then done."""
-        self._record_soon = False
-        sent, self._unrecorded = self._unrecorded, []
-        try:
-            with self._store.transaction():
-                for job, envelope_ids in sent:
-                    self._store.record_sent(job.message.id, envelope_ids)
-        except Exception as exc:  # the messages went out; only bounce naming is lost
-            log.warning("could not record %d sent envelopes: %s", len(sent), exc)
-        for job, _ in sent:
-            if not job.done.done():
-                job.done.set_result(None)
+                if not job.done.done():
+                    job.done.set_result(None)
 
     async def aclose(self) -> None:
         """Let replies still in flight settle (or fail with the connection)."""
@@ -209,8 +205,6 @@ class Outgoing:
             await asyncio.gather(self._pump, return_exceptions=True)
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
-        if self._unrecorded:
-            self._record()
 
 
 def _fits(run: _Run, job: _Job) -> bool:

@@ -94,17 +94,31 @@ class Sender:
         """Send envelopes encrypted under `order`, which the caller still holds."""
         return [await reply for reply in await self.submit(envelopes)]
 
+    @staticmethod
+    def plan(envelopes: list[OutgoingEnvelope]) -> list[tuple[str, SendRequest]]:
+        """The sends that carry `envelopes`, each with a fresh transaction id."""
+        return [
+            (
+                secrets.token_urlsafe(18),
+                SendRequest(envelopes=envelopes[start : start + MAX_ENVELOPES_PER_SEND]),
+            )
+            for start in range(0, len(envelopes), MAX_ENVELOPES_PER_SEND)
+        ]
+
     async def submit(self, envelopes: list[OutgoingEnvelope]) -> list[Awaitable[SendResult]]:
-        """Put the envelopes on the wire in order; return what to await for the replies.
+        return await self.submit_planned(self.plan(envelopes))
+
+    async def submit_planned(
+        self, sends: list[tuple[str, SendRequest]]
+    ) -> list[Awaitable[SendResult]]:
+        """Put the sends on the wire in order; return what to await for the replies.
 
         Call with `order` held. Over the stream only the frame is written, so sends
         stay pipelined; over HTTP, where concurrent requests can overtake each other,
         each request completes before the next one starts.
         """
         replies: list[Awaitable[SendResult]] = []
-        for start in range(0, len(envelopes), MAX_ENVELOPES_PER_SEND):
-            batch = SendRequest(envelopes=envelopes[start : start + MAX_ENVELOPES_PER_SEND])
-            txn_id = secrets.token_urlsafe(18)
+        for txn_id, batch in sends:
             stream = self.stream
             if stream is not None:
                 try:

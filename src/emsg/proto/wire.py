@@ -7,6 +7,8 @@ here (the wire form); they are parsed into value types at the edge that consumes
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
@@ -223,6 +225,18 @@ class SendResult(Wire):
     txn_id: str
     envelopes: list[SentEnvelope]
     accepted_at: int
+
+
+def envelope_id(sender: str, sender_device: str, txn_id: str, index: int) -> str:
+    """The id of the `index`th envelope of a send (protocol.md §7).
+
+    Derived rather than random, so the sending client knows it before the reply
+    and can keep it with the message it sent in the same commit. The sender's
+    address and device make it unique across senders; the transaction id, which
+    a device never reuses for another body, across one device's sends.
+    """
+    material = f"emsg.envelope.v1\x00{sender}\x00{sender_device}\x00{txn_id}\x00{index}"
+    return base64.urlsafe_b64encode(hashlib.sha256(material.encode()).digest()[:12]).decode()
 
 
 class Envelope(Wire):

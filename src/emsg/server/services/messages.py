@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -26,6 +25,7 @@ from emsg.proto.wire import (
     OutgoingEnvelope,
     StrangerPolicy,
 )
+from emsg.proto.wire import envelope_id as derived_envelope_id
 from emsg.server.clock import Clock
 from emsg.server.fanout import Notifier
 from emsg.server.federation.ports import OutboxItem
@@ -216,8 +216,8 @@ class MessageService:
         held: list[HeldEnvelope] = []
         sent: list[dict[str, Any]] = []
         outgoing: list[OutboxItem] = []
-        for to, env in targets:
-            envelope_id = secrets.token_urlsafe(12)
+        for index, (to, env) in enumerate(targets):
+            envelope_id = derived_envelope_id(me.address, me.device_id, txn_id.value, index)
             payload = {
                 "id": envelope_id,
                 "sender": me.address,
