@@ -118,8 +118,19 @@ class Outgoing:
 
     async def _lead(self, jobs: list[_Job]) -> None:
         try:
-            prepared = [(job, await self._targets(job)) for job in jobs]
-            runs = self._encrypt([(j, t) for j, t in prepared if t is not None])
+            # Device lists and key claims once per recipient: a claimed key that the
+            # first message uses up is not needed by the next, which has the session.
+            targets: dict[str, list[Target] | Exception] = {}
+            prepared: list[tuple[_Job, list[Target]]] = []
+            for job in jobs:
+                if job.peer not in targets:
+                    targets[job.peer] = await self._targets(job.peer)
+                found = targets[job.peer]
+                if isinstance(found, Exception):
+                    job.fail(found)
+                else:
+                    prepared.append((job, found))
+            runs = self._encrypt(prepared)
             for run in runs:
                 run.replies = await self._sender.submit_planned(run.sends)
         except Exception as exc:  # this batch fails; the pump goes on with the next
@@ -134,13 +145,13 @@ class Outgoing:
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
-    async def _targets(self, job: _Job) -> list[Target] | None:
+    async def _targets(self, peer: str) -> list[Target] | Exception:
         """The devices to encrypt to, with keys claimed where there is no session yet."""
         try:
             mine = await self._keyring.fresh(self._me)
             wanted: list[tuple[VerifiedDeviceList, list[str]]] = []
-            if job.peer != self._me:
-                theirs = await self._keyring.fresh(job.peer, tofu=True)
+            if peer != self._me:
+                theirs = await self._keyring.fresh(peer, tofu=True)
                 wanted.append((theirs, [d.device_id for d in theirs.devices]))
             own = [d.device_id for d in mine.devices if d.device_id != self._device_id]
             if own:
@@ -149,8 +160,7 @@ class Outgoing:
                 (devices, ids, await self._sender.claim(devices, ids)) for devices, ids in wanted
             ]
         except Exception as exc:
-            job.fail(exc)
-            return None
+            return exc
 
     def _encrypt(self, prepared: list[tuple[_Job, list[Target]]]) -> list[_Run]:
         """One transaction: encrypt every job, store each message with the ids of the

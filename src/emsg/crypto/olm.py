@@ -188,20 +188,21 @@ class Olm:
         except (EmsgError, ValueError):
             raise DecryptionFailed("the ciphertext is not an Olm message") from None
         pre_key = message.to_pre_key() if ciphertext.type == PRE_KEY else None
-        if ciphertext.type == PRE_KEY:
-            if pre_key is None:
-                raise DecryptionFailed("a type 0 ciphertext that is not a pre-key message")
-            replay.check_fresh(self._store, body)
+        if ciphertext.type == PRE_KEY and pre_key is None:
+            raise DecryptionFailed("a type 0 ciphertext that is not a pre-key message")
 
-        plaintext = self._decrypt_existing(ciphertext.sender_key, message, pre_key)
+        # A pre-key message of a session this device has is decrypted by that session
+        # or refused (its message key is used up), so only a message that would start
+        # a new session needs the replay cache. Sessions are never deleted.
+        plaintext = self._decrypt_existing(ciphertext.sender_key, message, pre_key, body)
         used_one_time_key = False
         if plaintext is None:
             if pre_key is None:
                 raise DecryptionFailed("no session with this sender decrypts the message")
+            replay.check_fresh(self._store, body)
             plaintext = self._decrypt_new(ciphertext.sender_key, pre_key)
-            used_one_time_key = True
-        if pre_key is not None:
             replay.remember(self._store, body)
+            used_one_time_key = True
 
         content = decode_content(plaintext)
         self._check_content(envelope, content)
@@ -244,6 +245,7 @@ class Olm:
         sender_key: str,
         message: vodozemac.AnyOlmMessage,
         pre_key: vodozemac.PreKeyMessage | None,
+        body: bytes,
     ) -> bytes | None:
         for pickle in self._store.load_sessions(sender_key):
             session = self._take_session(pickle)
@@ -256,6 +258,7 @@ class Olm:
                 # dropped: the stored pickle still holds the last good state
                 if pre_key is not None:
                     # the pre-key message belongs to this session and still fails
+                    replay.check_fresh(self._store, body)  # the precise reason, if known
                     raise DecryptionFailed("the pre-key message does not decrypt") from None
                 continue
             self._save_session(sender_key, session)

@@ -2,7 +2,10 @@
 
 vodozemac keeps the fallback key after a session is made on it, so the same
 pre-key message would create the same session and decrypt again. We remember
-the SHA-256 of every pre-key message we accepted and refuse a repeat.
+the SHA-256 of every pre-key message that started a session and refuse to start
+one again from it. A later pre-key message of a session we have needs no entry:
+that session decrypts it once and refuses a repeat (its message key is used up),
+and sessions are never deleted.
 """
 
 from __future__ import annotations

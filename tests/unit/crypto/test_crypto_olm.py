@@ -77,6 +77,19 @@ def test_replayed_prekey_on_fallback_key_is_refused(alice: Party, bob: Party) ->
         bob.devices["B1"].decrypt(env.model_copy(update={"id": "e2"}), alice.device_list())
 
 
+def test_a_later_prekey_message_replayed_is_refused_by_its_session(
+    alice: Party, bob: Party
+) -> None:
+    first = send(alice, "A1", bob, "B1", "one", fallback=True)
+    second = send(alice, "A1", bob, "B1", "two")  # no reply yet: still a pre-key message
+    assert second.ciphertext.type == 0
+    for env in (first, second):
+        bob.devices["B1"].decrypt(env, alice.device_list())
+    with pytest.raises(DecryptionFailed):
+        bob.devices["B1"].decrypt(second.model_copy(update={"id": "e3"}), alice.device_list())
+    assert len(bob.stores["B1"].replay) == 1  # only the message that started the session
+
+
 def test_replay_without_cache_would_decrypt(alice: Party, bob: Party) -> None:
     # Documents why the cache exists: vodozemac alone accepts the replay.
     env = send(alice, "A1", bob, "B1", "once", fallback=True)
