@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,9 +64,16 @@ class TlsServer(ServerProcess):
 
 
 def federation(
-    root: Path, domains: list[str], retry_window: str = "3d", retry_cap: str = "1s"
+    root: Path,
+    domains: list[str],
+    retry_window: str = "3d",
+    retry_cap: str = "1s",
+    databases: Mapping[str, str] | None = None,
 ) -> list[TlsServer]:
-    """One configured (not started) server per domain, each knowing the others."""
+    """One configured (not started) server per domain, each knowing the others.
+
+    `databases` maps a domain to its database URL (PostgreSQL); the others keep
+    SQLite in their data folder."""
     pki = Pki(root / "pki")
     ports = {d: free_port() for d in domains}
     servers = []
@@ -75,11 +83,13 @@ def federation(
             f'"{d}" = "https://127.0.0.1:{p}"' for d, p in ports.items() if d != domain
         )
         config = root / f"{domain}.toml"
+        database = (databases or {}).get(domain)
         config.write_text(
             f'domain = "{domain}"\n'
             f'listen = "127.0.0.1:{ports[domain]}"\n'
             f'data = "{root / domain}"\n'
-            "[limits]\naccount_rate = 100000.0\naccount_burst = 100000.0\n"
+            + (f'database_url = "{database}"\n' if database else "")
+            + "[limits]\naccount_rate = 100000.0\naccount_burst = 100000.0\n"
             "ip_auth_rate_per_minute = 100000.0\nip_auth_burst = 100000.0\n"
             f'[tls]\ncert = "{cert}"\nkey = "{key}"\n'
             f"[federation]\nresolve = {{ {resolve} }}\n"

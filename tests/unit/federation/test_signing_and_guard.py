@@ -92,7 +92,8 @@ async def test_guard_refuses_loopback_and_never_connects(unused_tcp_port: int) -
     server = await asyncio.start_server(canary, "127.0.0.1", unused_tcp_port)
     transport = GuardedTransport(None, ssl_context(None), allow_private=False)
     async with server, httpx.AsyncClient(transport=transport) as http:
-        for host in ("127.0.0.1", "localhost"):
+        # Literal addresses are checked without a lookup; names after one.
+        for host in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "10.1.2.3", "localhost"):
             target = Target(host, unused_tcp_port, "evil.test")
             with pytest.raises(RemoteUnavailable, match="refusing"):
                 await http.get("https://evil.test/x", extensions={TARGET_EXTENSION: target})

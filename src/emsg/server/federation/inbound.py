@@ -3,7 +3,8 @@ actions of its users towards ours, under our users' block lists and policies.
 
 The whole transaction is checked before anything is written (every sender on
 the origin's domain, every recipient on ours: otherwise `403` and nothing
-stored), is idempotent by transaction id (the same id with another body is
+stored), spends the request's nonce in the same commit as its effects, is
+idempotent by transaction id (the same id with another body is
 `409 txn_conflict`, logged), de-duplicates events across transactions by their
 id, and is acknowledged only after it is committed.
 """
@@ -37,6 +38,7 @@ from emsg.proto.federation import (
 from emsg.proto.ids import Address
 from emsg.proto.wire import ContactState, Envelope, EventKind, StrangerPolicy
 from emsg.server.clock import Clock
+from emsg.server.federation.auth import Signed, spend_nonce
 from emsg.server.federation.ports import OutboxItem, fed
 from emsg.server.services.common import contact_payload
 from emsg.server.services.contacts import release_held
@@ -219,10 +221,13 @@ class Inbound:
         self._clock = clock
         self._last_prune = 0
 
-    async def receive(self, origin: str, txn_id: str, txn: Transaction, digest: str) -> Received:
+    async def receive(self, signed: Signed, txn_id: str, txn: Transaction, digest: str) -> Received:
+        origin = signed.origin
         check_transaction(txn, origin, self._domain)
         now = self._clock.now_ms()
         async with self._uow.write() as tx:
+            # First, so that a replay changes nothing (the transaction rolls back).
+            await spend_nonce(tx, signed, now)
             ledger = fed(tx).fed_inbox
             previous = await ledger.get_txn(origin, txn_id)
             if previous is not None:

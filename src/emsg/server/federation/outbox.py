@@ -17,6 +17,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 from emsg.proto.errors import EmsgError, ErrorCode, RemoteUnavailable
@@ -86,6 +87,16 @@ async def bounce(
     return woken
 
 
+@dataclass(slots=True)
+class _Lane:
+    """What a destination's task knows while it holds the lease, so that it need not
+    ask the database again before every transaction: nobody else may send to the
+    destination or change its backoff until the lease runs out."""
+
+    lease_until: int = 0
+    backoff: Backoff = field(default_factory=Backoff)
+
+
 class OutboxSender:
     def __init__(
         self,
@@ -108,6 +119,7 @@ class OutboxSender:
         self._owner = owner or secrets.token_hex(8)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
+        self._lanes: dict[str, _Lane] = {}
         self._failing: set[str] = set()
         self._closed = False
 
@@ -119,6 +131,10 @@ class OutboxSender:
             self.wake(destination)
 
     def wake(self, destination: str) -> None:
+        """New rows for `destination` were committed: send them now.
+
+        Called in the event-loop turn of the commit; a task already sending picks
+        the rows up as soon as its transaction in flight is answered."""
         if self._closed:
             return
         self._wake.setdefault(destination, asyncio.Event()).set()
@@ -134,6 +150,9 @@ class OutboxSender:
             self._failing.discard(destination)
             async with self._uow.write() as tx:
                 await fed(tx).outbox.set_backoff(destination, RetryPolicy.after_success())
+            lane = self._lanes.get(destination)
+            if lane is not None:
+                lane.backoff = RetryPolicy.after_success()
             self.wake(destination)
 
     async def close(self) -> None:
@@ -167,6 +186,7 @@ class OutboxSender:
                 if delay is None:
                     await self._sleep(destination, IDLE_EXIT_S)
                     if not self._wake[destination].is_set():
+                        self._lanes.pop(destination, None)
                         return  # idle: the next enqueue starts a new task
                 elif delay > 0:
                     await self._sleep(destination, delay)
@@ -174,20 +194,41 @@ class OutboxSender:
             raise
         except Exception:
             log.exception("outbox task for %s crashed; restarting in 5 s", destination)
+            self._lanes.pop(destination, None)
             await asyncio.sleep(5)
             self._tasks.pop(destination, None)
             self.wake(destination)
 
-    async def _step(self, destination: str) -> float | None:
-        """Send one batch. Return None when the queue is empty, else seconds to wait."""
-        now = self._clock.now_ms()
+    async def _lane(self, destination: str, now: int) -> _Lane | None:
+        """The destination's lane, (re)taking the lease once half of it has run out,
+        and re-reading the backoff while the peer is failing; None if another
+        instance holds the lease."""
+        lane = self._lanes.get(destination)
+        if (
+            lane is not None
+            and lane.lease_until - now > LEASE_MS // 2
+            and lane.backoff.failures == 0
+        ):
+            return lane
         async with self._uow.write() as tx:
             outbox = fed(tx).outbox
             if not await outbox.lease(destination, self._owner, now, now + LEASE_MS):
-                return 5.0
-            state = await outbox.backoff(destination)
-            if state.retry_at > now:
-                return (state.retry_at - now) / 1000
+                self._lanes.pop(destination, None)
+                return None
+            lane = _Lane(now + LEASE_MS, await outbox.backoff(destination))
+        self._lanes[destination] = lane
+        return lane
+
+    async def _step(self, destination: str) -> float | None:
+        """Send one batch. Return None when the queue is empty, else seconds to wait."""
+        now = self._clock.now_ms()
+        lane = await self._lane(destination, now)
+        if lane is None:
+            return 5.0
+        if lane.backoff.retry_at > now:
+            return (lane.backoff.retry_at - now) / 1000
+        # Read after the last batch's rows were deleted, so it takes every row
+        # committed up to this moment (the reader on SQLite sees the last commit).
         async with self._uow.read() as tx:
             rows = await fed(tx).outbox.batch(destination, self._batch)
         if not rows:
@@ -201,41 +242,49 @@ class OutboxSender:
             )
             result = TransactionResult.model_validate(reply)
         except RemoteUnavailable as exc:
-            return await self._failed(destination, state, str(exc))
+            return await self._failed(destination, lane, str(exc))
         except EmsgError as exc:
             # The peer refused the whole transaction (4xx): it will not change its
             # mind on a retry, so the batch bounces rather than block the queue.
             log.warning("%s refused transaction %s: %s", destination, txn_id, exc.message)
-            await self._finish(destination, rows, {r.item.event_id: (exc.code.value, exc.message)
-                                                   for r in rows})  # fmt: skip
+            await self._finish(destination, lane, rows, {r.item.event_id: (exc.code.value,
+                               exc.message) for r in rows})  # fmt: skip
             return 0.0
         except ValueError as exc:
-            return await self._failed(destination, state, f"malformed reply: {exc}")
+            return await self._failed(destination, lane, f"malformed reply: {exc}")
         refused = {r.id: (r.code, r.message or "") for r in result.results if r.code is not None}
-        await self._finish(destination, rows, refused)
+        await self._finish(destination, lane, rows, refused)
         return 0.0
 
     async def _finish(
-        self, destination: str, rows: Sequence[OutboxRow], refused: dict[str, tuple[str, str]]
+        self,
+        destination: str,
+        lane: _Lane,
+        rows: Sequence[OutboxRow],
+        refused: dict[str, tuple[str, str]],
     ) -> None:
+        """One commit: the delivered rows go, refused ones bounce, and the backoff is
+        cleared (written only if it was set)."""
         now = self._clock.now_ms()
         woken: list[str] = []
         async with self._uow.write() as tx:
             await fed(tx).outbox.delete([r.id for r in rows])
-            await fed(tx).outbox.set_backoff(destination, RetryPolicy.after_success())
+            if lane.backoff != RetryPolicy.after_success():
+                await fed(tx).outbox.set_backoff(destination, RetryPolicy.after_success())
             by_reason: dict[tuple[str, str], list[OutboxRow]] = {}
             for row in rows:
                 if row.item.event_id in refused:
                     by_reason.setdefault(refused[row.item.event_id], []).append(row)
             for (code, message), items in by_reason.items():
                 woken += await bounce(tx, items, destination, code, message, now)
+        lane.backoff = RetryPolicy.after_success()
         self._failing.discard(destination)
         if woken:
             await self._notifier.publish(woken)
 
-    async def _failed(self, destination: str, state: Backoff, why: str) -> float:
+    async def _failed(self, destination: str, lane: _Lane, why: str) -> float:
         now = self._clock.now_ms()
-        nxt = self._policy.after_failure(state, now)
+        nxt = self._policy.after_failure(lane.backoff, now)
         self._failing.add(destination)
         log.info("delivery to %s failed (%d in a row): %s", destination, nxt.failures, why)
         woken: list[str] = []
@@ -248,6 +297,7 @@ class OutboxSender:
                     tx, expired, destination, ErrorCode.REMOTE_UNAVAILABLE.value,
                     f"{destination} stayed unreachable past the retry window: {why}", now,
                 )  # fmt: skip
+        lane.backoff = nxt
         if woken:
             await self._notifier.publish(woken)
         return (nxt.retry_at - now) / 1000

@@ -1,7 +1,9 @@
 """The federation API (`/_emsg/v1/federation/`): thin routes over `Federation`.
 
-Every route but `keys` requires a valid RFC 9421 signature of a peer server;
-the dependency `Origin` verifies it before the handler runs.
+Every route but `keys` requires a valid RFC 9421 signature of a peer server,
+verified before the handler runs: `Origin` also spends the request's nonce in a
+commit of its own; `Verified` (for `send`) leaves it to the transaction that
+applies the request, so a replay is refused there before anything is written.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from emsg.proto.federation import (
 from emsg.proto.ids import TxnId
 from emsg.proto.jsoncodec import dumps
 from emsg.proto.wire import DeviceList, KeysClaimResult
+from emsg.server.federation.auth import Signed
 from emsg.server.federation.service import Federation
 from emsg.server.http.errors import errors
 
@@ -60,6 +63,15 @@ async def verified_origin(request: Request, federation: Fed) -> str:
 Origin = Annotated[str, Depends(verified_origin)]
 
 
+async def verified_signature(request: Request, federation: Fed) -> Signed:
+    body = await request.body()
+    return await federation.auth.verify(as_message(request), body)
+
+
+# For `send`, whose transaction spends the nonce along with everything it writes.
+Verified = Annotated[Signed, Depends(verified_signature)]
+
+
 @router.get("/keys", responses=errors(404))
 async def server_keys(federation: Fed) -> ServerKeys:
     return federation.keys_document()
@@ -69,10 +81,10 @@ async def server_keys(federation: Fed) -> ServerKeys:
     "/send/{txn_id}", response_model=TransactionResult, responses=errors(400, 401, 403, 409, 413)
 )
 async def receive(
-    txn_id: str, body: Transaction, origin: Origin, federation: Fed, request: Request
+    txn_id: str, body: Transaction, signed: Verified, federation: Fed, request: Request
 ) -> Response:
     raw = await request.body()
-    result = await federation.receive(origin, TxnId.parse(txn_id).value, body, raw)
+    result = await federation.receive(signed, TxnId.parse(txn_id).value, body, raw)
     return Response(dumps(result), media_type="application/json")
 
 

@@ -23,7 +23,7 @@ from emsg.proto.ids import Address
 from emsg.proto.wire import DeviceList, KeysClaimResult
 from emsg.server.clock import Clock
 from emsg.server.fanout import Notifier
-from emsg.server.federation.auth import Authenticator, RemoteKeys
+from emsg.server.federation.auth import Authenticator, RemoteKeys, Signed
 from emsg.server.federation.client import FederationClient
 from emsg.server.federation.config import FederationSettings
 from emsg.server.federation.discovery import Resolver
@@ -122,10 +122,10 @@ class Federation:
     # --- the inbound side ---------------------------------------------------------
 
     async def receive(
-        self, origin: str, txn_id: str, txn: Transaction, raw: bytes
+        self, signed: Signed, txn_id: str, txn: Transaction, raw: bytes
     ) -> dict[str, Any]:
-        await self.outbox.heard_from(origin)
-        received = await self.inbound.receive(origin, txn_id, txn, txn_hash(raw))
+        await self.outbox.heard_from(signed.origin)
+        received = await self.inbound.receive(signed, txn_id, txn, txn_hash(raw))
         if received.woken:
             await self._notifier.publish(received.woken)
         if received.replies_to is not None:
