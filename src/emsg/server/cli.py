@@ -81,6 +81,9 @@ def run(
 ) -> None:
     """Run the homeserver until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every request at INFO: a line per federation transaction, with the
+    # peer's resolved address. The federation logger reports failures itself.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = load_settings(config, {"domain": domain, "listen": listen, "data": data})
         if tls_cert or tls_key:
