@@ -36,6 +36,8 @@ async def main(args: argparse.Namespace) -> None:
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        # Anything else running on the machine shows in the tail: say so in the figures.
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
     }
     with tempfile.TemporaryDirectory(prefix="emsg-fed-bench-") as tmp:
         root = Path(tmp)
