@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -88,6 +88,8 @@ class HttpApi:
         )
         # Sends take the lean path (see http1.py) unless a test injects a transport.
         self._fast = Http1Client(self.server_url, timeout) if transport is None else None
+        # A server behind a reverse proxy may live under a path: keep it.
+        self._fast_prefix = urlsplit(self.server_url).path.rstrip("/") + API_PREFIX
 
     async def aclose(self) -> None:
         if self._fast is not None:
@@ -112,7 +114,7 @@ class HttpApi:
             headers["Content-Type"] = "application/json"
             content = dumps(model_dump(body) if isinstance(body, BaseModel) else dict(body))
         if self._fast is not None and method == "PUT" and params is None and timeout is None:
-            reply = await self._fast.request(method, API_PREFIX + path, headers, content)
+            reply = await self._fast.request(method, self._fast_prefix + path, headers, content)
             return _payload(reply.status, reply.content, reply.headers.get("retry-after"))
         response = await self._http.request(
             method,

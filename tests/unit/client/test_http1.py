@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from emsg.client.http1 import Http1Client
+from emsg.client.transport import HttpApi
 
 
 @dataclass
@@ -130,3 +131,21 @@ async def test_failures_are_httpx_transport_errors(scripted: Start) -> None:
     garbage = await scripted(Script([b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n"]))
     with pytest.raises(httpx.RemoteProtocolError):
         await garbage.request("PUT", "/", {})
+
+
+async def test_the_api_keeps_a_server_path_prefix() -> None:
+    script = Script([ok(b'{"txn_id":"t"}')])
+    server, port = await serve(script)
+    api = HttpApi(f"http://127.0.0.1:{port}/behind/proxy/", token="tok")
+    try:
+        assert await api.call("PUT", "/send/t", {"envelopes": []}) == {"txn_id": "t"}
+    finally:
+        await api.aclose()
+        script.done.set()
+        for writer in script.writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)
+    assert script.requests[0].startswith(b"PUT /behind/proxy/_emsg/v1/send/t HTTP/1.1\r\n")
+    assert b"Authorization: Bearer tok\r\n" in script.requests[0]
