@@ -66,6 +66,15 @@ async def recv(ws: ClientConnection) -> dict[str, Any]:
     return buffered.pop(0)
 
 
+async def refused(ws: ClientConnection, error: str, close_code: int) -> None:
+    """The server answers with an `error` frame of that code, then closes with `close_code`."""
+    assert (await recv(ws))["error"]["code"] == error
+    with pytest.raises(ConnectionClosed) as info:
+        await recv(ws)
+    assert info.value.rcvd is not None
+    assert info.value.rcvd.code == close_code
+
+
 async def test_long_poll_wakes_on_send(http: httpx.AsyncClient) -> None:
     alice, bob = await register(http, "alice"), await register(http, "bob")
     poll = asyncio.create_task(bob.sync(wait_ms=20_000))
@@ -175,11 +184,7 @@ async def test_stream_frames_travel_in_arrays(
         await ws.send(json.dumps({"type": "auth", "token": alice.token}))
         assert json.loads(await ws.recv())["type"] == "ready"
         await ws.send(json.dumps([]))  # an empty array is not a frame
-        assert (await recv(ws))["error"]["code"] == "protocol_violation"
-        with pytest.raises(ConnectionClosed) as info:
-            await recv(ws)
-        assert info.value.rcvd is not None
-        assert info.value.rcvd.code == 1008
+        await refused(ws, "protocol_violation", 1008)
     async with connect(ws_url(server)) as ws:
         await ws.send(json.dumps([{"type": "auth", "token": alice.token}]))  # auth stands alone
         assert (await recv(ws))["error"]["code"] == "protocol_violation"
@@ -189,28 +194,15 @@ async def test_stream_protocol_violations(server: ServerProcess, http: httpx.Asy
     alice = await register(http, "alice")
     async with connect(ws_url(server)) as ws:
         await ws.send(json.dumps({"type": "auth", "token": "forged"}))
-        frame = await recv(ws)
-        assert frame["error"]["code"] == "unauthorized"
-        with pytest.raises(ConnectionClosed) as info:
-            await recv(ws)
-        assert info.value.rcvd is not None
-        assert info.value.rcvd.code == 4401
+        await refused(ws, "unauthorized", 4401)
     async with connect(ws_url(server)) as ws:
         await ws.send(json.dumps({"type": "ping"}))
-        assert (await recv(ws))["error"]["code"] == "protocol_violation"
-        with pytest.raises(ConnectionClosed) as info:
-            await recv(ws)
-        assert info.value.rcvd is not None
-        assert info.value.rcvd.code == 1008
+        await refused(ws, "protocol_violation", 1008)
     async with connect(ws_url(server)) as ws:
         await ws.send(json.dumps({"type": "auth", "token": alice.token}))
         assert (await recv(ws))["type"] == "ready"
         await ws.send('{"type": "ping", "type": "ping"}')
-        assert (await recv(ws))["error"]["code"] == "protocol_violation"
-        with pytest.raises(ConnectionClosed) as info:
-            await recv(ws)
-        assert info.value.rcvd is not None
-        assert info.value.rcvd.code == 1008
+        await refused(ws, "protocol_violation", 1008)
 
 
 async def test_sigterm_exits_zero(tmp_path: Path) -> None:
