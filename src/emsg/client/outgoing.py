@@ -58,8 +58,12 @@ class _Job:
     envelopes: list[OutgoingEnvelope] = field(default_factory=list)
 
     def fail(self, exc: BaseException) -> None:
-        if not self.done.done():
+        if not self.done.done():  # else its caller went away
             self.done.set_exception(exc)
+
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
 
 
 @dataclass(eq=False, slots=True)
@@ -179,7 +183,7 @@ class Outgoing:
                 else:
                     self._store.add_message(job.message)
                     if not job.envelopes:  # a note to self with no other device to copy
-                        job.done.set_result(None)
+                        job.finish()
                     elif runs and runs[-1].jobs[-1].peer == job.peer and _fits(runs[-1], job):
                         runs[-1].jobs.append(job)
                     else:
@@ -206,8 +210,7 @@ class Outgoing:
                     job.fail(exc)
                 continue
             for job in run.jobs:
-                if not job.done.done():
-                    job.done.set_result(None)
+                job.finish()
 
     async def aclose(self) -> None:
         """Let replies still in flight settle (or fail with the connection)."""

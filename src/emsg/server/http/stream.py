@@ -6,8 +6,9 @@ task of its own: it raises a flag in the inbox, and the handler sends the queue
 from the connection's cursor before it takes the next frame. Sends that are
 already waiting in the inbox are committed together in one transaction (group
 commit) and then answered in order, all in one message: each `sent` still
-follows its commit. Acks waiting in a row are applied as one (the highest covers
-the rest). Several frames go in one message (a JSON array) wherever they are
+follows its commit. Acks waiting in a row count as one (the highest covers the
+rest), and the message service applies them in batches (see its `ack_soon`).
+Several frames go in one message (a JSON array) wherever they are
 ready together, since on a busy server each message costs a system call at both
 ends, more than the frame itself.
 """

@@ -331,7 +331,7 @@ class MessageService:
         task.add_done_callback(self._ack_flushes.discard)
 
     async def flush_acks(self) -> None:
-        acks, self._acks = self._acks, {}
+        acks = dict(self._acks)
         if not acks:
             return
         try:
@@ -340,6 +340,10 @@ class MessageService:
                     await tx.events.ack(device_id, upto)
         except Exception:
             log.exception("%d acknowledgements failed; their events come again", len(acks))
+        # Forgotten only now: until the delete is committed, reads must still skip.
+        for device_id, upto in acks.items():
+            if self._acks.get(device_id) == upto:
+                del self._acks[device_id]
 
     async def close(self) -> None:
         await asyncio.gather(*self._groups, return_exceptions=True)
