@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlsplit
@@ -55,6 +56,15 @@ def path_address(address: str) -> str:
     return quote(address, safe="")
 
 
+def _proxied(url: str) -> bool:
+    """Whether the environment routes requests to `url` through a proxy."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
+
+
 def _payload(status: int, content: bytes, retry_after: str | None) -> Any:
     """The parsed JSON reply of a success, or the error it stands for, raised."""
     try:
@@ -86,8 +96,11 @@ class HttpApi:
         self._http = httpx.AsyncClient(
             base_url=self.server_url + API_PREFIX, transport=transport, timeout=timeout
         )
-        # Sends take the lean path (see http1.py) unless a test injects a transport.
-        self._fast = Http1Client(self.server_url, timeout) if transport is None else None
+        # Sends take the lean path (see http1.py), unless a test injects a transport
+        # or the environment names a proxy for this server (httpx honours it; the
+        # lean path speaks only directly).
+        lean = transport is None and not _proxied(self.server_url)
+        self._fast = Http1Client(self.server_url, timeout) if lean else None
         # A server behind a reverse proxy may live under a path: keep it.
         self._fast_prefix = urlsplit(self.server_url).path.rstrip("/") + API_PREFIX
 

@@ -149,3 +149,21 @@ async def test_the_api_keeps_a_server_path_prefix() -> None:
         await asyncio.sleep(0.05)
     assert script.requests[0].startswith(b"PUT /behind/proxy/_emsg/v1/send/t HTTP/1.1\r\n")
     assert b"Authorization: Bearer tok\r\n" in script.requests[0]
+
+
+async def test_a_configured_proxy_keeps_sends_on_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    async def lean(url: str) -> bool:
+        api = HttpApi(url)
+        try:
+            return api._fast is not None
+        finally:
+            await api.aclose()
+
+    assert await lean("https://im.example.org")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert not await lean("https://im.example.org")  # httpx goes through the proxy
+    monkeypatch.setenv("NO_PROXY", "im.example.org")
+    assert await lean("https://im.example.org")
