@@ -54,6 +54,15 @@ async def serve(script: Script) -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
+async def stop(server: asyncio.Server, script: Script) -> None:
+    """Close the script's connections and the server before the loop ends."""
+    script.done.set()
+    for writer in script.writers:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
 def ok(body: bytes = b'{"ok":true}') -> bytes:
     return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
 
@@ -77,13 +86,8 @@ async def scripted() -> AsyncIterator[Start]:
     yield start
     for client in clients:
         await client.aclose()
-    for script in scripts:
-        script.done.set()
-        for writer in script.writers:
-            writer.close()
-    for server in servers:
-        server.close()
-        await server.wait_closed()
+    for server, script in zip(servers, scripts, strict=True):
+        await stop(server, script)
     await asyncio.sleep(0.05)  # the handlers finish before the loop closes
 
 
@@ -141,11 +145,7 @@ async def test_the_api_keeps_a_server_path_prefix() -> None:
         assert await api.call("PUT", "/send/t", {"envelopes": []}) == {"txn_id": "t"}
     finally:
         await api.aclose()
-        script.done.set()
-        for writer in script.writers:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+        await stop(server, script)
         await asyncio.sleep(0.05)
     assert script.requests[0].startswith(b"PUT /behind/proxy/_emsg/v1/send/t HTTP/1.1\r\n")
     assert b"Authorization: Bearer tok\r\n" in script.requests[0]

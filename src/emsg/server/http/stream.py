@@ -269,7 +269,7 @@ class _Connection:
         while items and len(group) < GROUP_MAX and isinstance(items[0], BadSend | SendFrame):
             group.append(self.inbox.take_next())  # type: ignore[arg-type]
         answers: list[dict[str, Any] | EmsgError | None] = []
-        to_send: list[tuple[TxnId, Any]] = []
+        to_send: list[tuple[Caller, TxnId, Any]] = []
         for item in group:
             if isinstance(item, BadSend):
                 answers.append(item.error)
@@ -280,10 +280,10 @@ class _Connection:
                 answers.append(exc)
                 continue
             answers.append(None)
-            to_send.append((TxnId.parse(item.txn_id), item.envelopes))
+            to_send.append((self.me, TxnId.parse(item.txn_id), item.envelopes))
         ok = True
         try:
-            results = iter(await self.svc.messages.send_batch(self.me, to_send))
+            results = iter(await self.svc.messages.send_batch(to_send))
         except Exception:
             log.exception("group commit failed")
             results = iter([InternalError("internal error; nothing was committed")] * len(to_send))

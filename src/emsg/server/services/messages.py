@@ -134,14 +134,8 @@ class MessageService:
         task.add_done_callback(self._groups.discard)
 
     async def _commit_group(self, group: list[_Waiting]) -> None:
-        answers: list[SendOutcome | EmsgError] = []
         try:
-            async with self._uow.write() as tx:
-                for w in group:
-                    try:
-                        answers.append(await self.send_in(tx, w.me, w.txn_id, w.envelopes))
-                    except EmsgError as exc:
-                        answers.append(exc)
+            results = await self.send_batch([(w.me, w.txn_id, w.envelopes) for w in group])
         except BaseException as exc:  # nothing was committed: every send fails alike
             if not isinstance(exc, EmsgError):
                 log.exception("a group of %d sends failed; nothing was committed", len(group))
@@ -155,19 +149,19 @@ class MessageService:
             if not isinstance(exc, Exception):
                 raise
             return
-        await self._after_commit([a for a in answers if isinstance(a, SendOutcome)])
-        for w, answer in zip(group, answers, strict=True):
+        for w, result in zip(group, results, strict=True):
             if w.done.done():  # the caller went away; its send is committed all the same
                 continue
-            if isinstance(answer, EmsgError):
-                w.done.set_exception(answer)
+            if isinstance(result, EmsgError):
+                w.done.set_exception(result)
             else:
-                w.done.set_result(answer.result)
+                w.done.set_result(result)
 
     async def send_batch(
-        self, me: Caller, sends: Sequence[tuple[TxnId, Sequence[OutgoingEnvelope]]]
+        self, sends: Sequence[tuple[Caller, TxnId, Sequence[OutgoingEnvelope]]]
     ) -> list[dict[str, Any] | EmsgError]:
-        """Several sends in one transaction (one commit); each succeeds or fails alone.
+        """Several sends (of any callers) in one transaction (one commit); each
+        succeeds or fails alone.
 
         `send_in` checks everything before it writes anything, so a refused send
         leaves nothing behind in the shared transaction.
@@ -175,7 +169,7 @@ class MessageService:
         results: list[dict[str, Any] | EmsgError] = []
         outcomes: list[SendOutcome] = []
         async with self._uow.write() as tx:
-            for txn_id, envelopes in sends:
+            for me, txn_id, envelopes in sends:
                 try:
                     outcome = await self.send_in(tx, me, txn_id, envelopes)
                 except EmsgError as exc:
