@@ -40,7 +40,7 @@ from emsg.proto.wire import ContactState, Envelope, EventKind, StrangerPolicy
 from emsg.server.clock import Clock
 from emsg.server.federation.auth import Signed, spend_nonce
 from emsg.server.federation.ports import OutboxItem, fed
-from emsg.server.services.common import contact_payload
+from emsg.server.services.common import contact_payload, parse_address
 from emsg.server.services.contacts import release_held
 from emsg.server.storage.ports import Tx, UnitOfWork
 from emsg.server.storage.records import ContactRow, HeldEnvelope, NewEvent
@@ -56,7 +56,7 @@ def txn_hash(raw_body: bytes) -> str:
 
 def _address(raw: str) -> Address:
     try:
-        return Address.parse(raw)
+        return parse_address(raw)
     except InvalidAddress:
         raise InvalidRequest(f"not an address: {raw[:80]!r}") from None
 

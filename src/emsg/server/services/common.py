@@ -20,9 +20,11 @@ class Caller:
 
 
 @functools.lru_cache(maxsize=16_384)
-def _parse_address(raw: str) -> Address:
+def parse_address(raw: str) -> Address:
+    """`Address.parse`, memoised (the value is immutable, so sharing it is safe)."""
     # IDNA processing makes a parse cost tens of microseconds, and every send parses
-    # each recipient. Parsing is a pure function; failures are not cached.
+    # each recipient, every federation transaction each sender and recipient.
+    # Parsing is a pure function; failures are not cached, so they raise every time.
     return Address.parse(raw)
 
 
@@ -35,7 +37,7 @@ class AddressRules:
     federates: bool = False
 
     def parse(self, raw: str) -> Address:
-        address = _parse_address(raw)
+        address = parse_address(raw)
         if address.domain.port is not None and not self.allow_port:
             raise InvalidAddress(raw, "a port is not allowed in the domain here")
         return address
