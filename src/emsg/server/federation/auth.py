@@ -19,11 +19,11 @@ import httpx
 from emsg.proto import signing as proto_signing
 from emsg.proto.errors import EmsgError, InvalidRequest, Unauthorized
 from emsg.proto.federation import SIGNATURE_MAX_AGE_S, ServerKeys
-from emsg.proto.ids import Domain
 from emsg.server.clock import Clock
 from emsg.server.federation import signing
 from emsg.server.federation.client import FederationClient
 from emsg.server.federation.ports import RemoteKey, fed
+from emsg.server.services.common import parse_domain
 from emsg.server.storage.ports import Tx, UnitOfWork
 
 log = logging.getLogger("emsg.federation")
@@ -141,7 +141,7 @@ class Authenticator:
             raise Unauthorized(f"this server is {self._domain}; the request is addressed elsewhere")
         sig = signing.read_input(request.headers)
         try:
-            origin = str(Domain.parse(sig.origin))
+            origin = str(parse_domain(sig.origin))
         except EmsgError:
             raise Unauthorized("keyid names no valid domain") from None
         if origin != sig.origin or origin == self._domain:

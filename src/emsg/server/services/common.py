@@ -28,6 +28,13 @@ def parse_address(raw: str) -> Address:
     return Address.parse(raw)
 
 
+@functools.lru_cache(maxsize=4_096)
+def parse_domain(raw: str) -> Domain:
+    """`Domain.parse`, memoised like `parse_address` (every federation request
+    names its origin)."""
+    return Domain.parse(raw)
+
+
 @dataclass(frozen=True, slots=True)
 class AddressRules:
     """How this server reads addresses: its own domain, and whether ports are allowed."""
