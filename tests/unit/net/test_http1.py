@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from emsg.client.http1 import Http1Client
 from emsg.client.transport import HttpApi
+from emsg.net.http1 import Http1Client
 
 
 @dataclass
