@@ -21,7 +21,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from emsg.client.http1 import Http1Client
+from emsg.net.http1 import Http1Client
 from emsg.proto.errors import (
     EmsgError,
     ProtocolViolation,
@@ -96,9 +96,9 @@ class HttpApi:
         self._http = httpx.AsyncClient(
             base_url=self.server_url + API_PREFIX, transport=transport, timeout=timeout
         )
-        # Sends take the lean path (see http1.py), unless a test injects a transport
-        # or the environment names a proxy for this server (httpx honours it; the
-        # lean path speaks only directly).
+        # Sends take the lean path (see emsg/net/http1.py), unless a test injects a
+        # transport or the environment names a proxy for this server (httpx honours
+        # it; the lean path speaks only directly).
         lean = transport is None and not _proxied(self.server_url)
         self._fast = Http1Client(self.server_url, timeout) if lean else None
         # A server behind a reverse proxy may live under a path: keep it.

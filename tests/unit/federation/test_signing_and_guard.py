@@ -1,19 +1,30 @@
-"""The RFC 9421 profile, the signing keyring, and the SSRF-guarded transport."""
+"""The RFC 9421 profile, the signing keyring, and the SSRF-guarded transport (with
+the lean keep-alive path that carries transactions)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
-from emsg.proto.errors import RemoteUnavailable, Unauthorized
-from emsg.proto.federation import Target
+from emsg.proto.errors import Forbidden, RemoteUnavailable, Unauthorized
+from emsg.proto.federation import FEDERATION_PREFIX, Target
+from emsg.server.clock import FakeClock
 from emsg.server.federation import signing
+from emsg.server.federation.client import FederationClient
 from emsg.server.federation.keys import SigningKeyring
-from emsg.server.federation.transport import TARGET_EXTENSION, GuardedTransport, ssl_context
+from emsg.server.federation.transport import (
+    TARGET_EXTENSION,
+    GuardedTransport,
+    Refused,
+    ssl_context,
+)
 
 NOW = 1_700_000_000_000
 DAY = 86_400_000
@@ -81,7 +92,19 @@ def test_keyring_persists_rotates_and_keeps_old_keys(tmp_path: Path) -> None:
     assert len(stored["keys"]) == 2
 
 
-async def test_guard_refuses_loopback_and_never_connects(unused_tcp_port: int) -> None:
+class StaticResolver:
+    """Every domain is served at `target`."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    async def resolve(self, domain: str) -> Target:
+        return self.target
+
+
+async def test_guard_refuses_loopback_and_never_connects(
+    unused_tcp_port: int, tmp_path: Path
+) -> None:
     connections = 0
 
     async def canary(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -91,13 +114,102 @@ async def test_guard_refuses_loopback_and_never_connects(unused_tcp_port: int) -
 
     server = await asyncio.start_server(canary, "127.0.0.1", unused_tcp_port)
     transport = GuardedTransport(None, ssl_context(None), allow_private=False)
+    ring = SigningKeyring.load(tmp_path, NOW, 7 * DAY)
     async with server, httpx.AsyncClient(transport=transport) as http:
+        fed = FederationClient("alpha.test", ring, http, FakeClock(NOW), lean=transport)
         # Literal addresses are checked without a lookup; names after one.
         for host in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "10.1.2.3", "localhost"):
             target = Target(host, unused_tcp_port, "evil.test")
             with pytest.raises(RemoteUnavailable, match="refusing"):
                 await http.get("https://evil.test/x", extensions={TARGET_EXTENSION: target})
+            # A transaction takes the lean path: the same guard stands before it.
+            transport.set_resolver(StaticResolver(target))
+            with pytest.raises(Refused):
+                await fed.request("PUT", "evil.test", f"{SEND}/t1", {"events": []})
     assert connections == 0
+
+
+SEND = f"{FEDERATION_PREFIX}/send"
+
+
+@dataclass
+class Peer:
+    """A TLS server on loopback answering each request with the next reply."""
+
+    replies: list[tuple[int, bytes]]
+    connections: int = 0
+    requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                line, *fields = head.split("\r\n")
+                headers = {}
+                for f in filter(None, fields):
+                    name, _, value = f.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                method, target, _ = line.split(" ")
+                self.requests.append((method, target, headers, body))
+                status, content = self.replies.pop(0)
+                writer.write(
+                    b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n\r\n%s"
+                    % (status, len(content), content)
+                )
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+async def test_transactions_take_a_kept_alive_lean_connection(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("fed.beta.test").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    done = b'{"results":[]}'
+    refused = b'{"error":{"code":"forbidden","message":"no"}}'
+    peer = Peer([(200, done), (200, done), (500, b""), (403, refused), (200, b"{"), (200, b"{}")])
+    server = await asyncio.start_server(peer.handle, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    ring = SigningKeyring.load(tmp_path, NOW, 7 * DAY)
+    resolver = StaticResolver(Target("127.0.0.1", port, "fed.beta.test"))
+    transport = GuardedTransport(resolver, client_ctx, allow_private=True)
+    http = httpx.AsyncClient(transport=transport)
+    fed = FederationClient("alpha.test", ring, http, FakeClock(NOW), lean=transport)
+    try:
+        for txn in ("t1", "t2"):
+            reply = await fed.request("PUT", "beta.test", f"{SEND}/{txn}", {"events": []})
+            assert reply == {"results": []}
+        assert peer.connections == 1  # one TLS connection, kept alive
+        assert not transport._inner  # httpx was never asked
+        with pytest.raises(RemoteUnavailable, match="500"):
+            await fed.request("PUT", "beta.test", f"{SEND}/t3", {"events": []})
+        with pytest.raises(Forbidden):
+            await fed.request("PUT", "beta.test", f"{SEND}/t4", {"events": []})
+        with pytest.raises(RemoteUnavailable, match="malformed"):
+            await fed.request("PUT", "beta.test", f"{SEND}/t5", {"events": []})
+        # Other requests stay on httpx, to the same checked address.
+        assert await fed.request("GET", "beta.test", f"{FEDERATION_PREFIX}/device-list/x") == {}
+        assert transport._inner
+    finally:
+        await http.aclose()  # closes the transport, the lean connections with it
+        for writer in peer.writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert not transport._lean
+    # The peer received what was signed: `Host` is the domain, and it verifies.
+    public = ring.current(NOW).private.public_key()
+    for method, target, headers, body in peer.requests[:2]:
+        assert (method, headers["host"]) == ("PUT", "beta.test")
+        assert "accept-encoding" not in headers  # the lean client decodes no gzip
+        received = httpx.Request(method, f"https://beta.test{target}", headers=headers)
+        signing.verify(received, body, public)
 
 
 @pytest.fixture

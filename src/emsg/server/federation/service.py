@@ -30,7 +30,7 @@ from emsg.server.federation.discovery import Resolver
 from emsg.server.federation.inbound import Inbound, txn_hash
 from emsg.server.federation.keys import SigningKeyring
 from emsg.server.federation.outbox import OutboxSender
-from emsg.server.federation.transport import GuardedTransport, ssl_context
+from emsg.server.federation.transport import CONNECT_TIMEOUT, GuardedTransport, ssl_context
 from emsg.server.storage.ports import UnitOfWork
 
 
@@ -53,18 +53,21 @@ class Federation:
         guarded: GuardedTransport | None = None
         if transport is None:
             ctx: ssl.SSLContext = ssl_context(settings.ca_file)
-            guarded = GuardedTransport(None, ctx, settings.allow_private_addresses)
+            guarded = GuardedTransport(
+                None, ctx, settings.allow_private_addresses, settings.request_timeout
+            )
             transport = guarded
+        # Closing this client closes its transport, the lean connections included.
         self.http = httpx.AsyncClient(
             transport=transport,
-            timeout=httpx.Timeout(settings.request_timeout, connect=5.0),
+            timeout=httpx.Timeout(settings.request_timeout, connect=CONNECT_TIMEOUT),
             follow_redirects=False,
         )
         self.resolver = Resolver(settings.resolve, self.http, clock.monotonic,
                                  settings.discovery_ttl)  # fmt: skip
         if guarded is not None:
             guarded.set_resolver(self.resolver)
-        self.client = FederationClient(domain, keyring, self.http, clock)
+        self.client = FederationClient(domain, keyring, self.http, clock, guarded)
         self.remote_keys = RemoteKeys(uow, self.client, clock)
         self.auth = Authenticator(domain, uow, self.remote_keys, clock)
         self.inbound = Inbound(domain, uow, clock)

@@ -1,32 +1,43 @@
-"""The lean HTTP/1.1 client against a scripted server on loopback."""
+"""The lean HTTP/1.1 client against a scripted server on loopback (plain and TLS),
+and the client library's use of it."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import ssl
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import httpx
 import pytest
+import trustme
 
-from emsg.client.http1 import Http1Client
 from emsg.client.transport import HttpApi
+from emsg.net.http1 import Http1Client
+
+# A reply written in pieces, the server draining between them.
+Pieces = tuple[bytes, ...]
 
 
 @dataclass
 class Script:
-    """Answers each request with the next reply; `close_after` closes after that many."""
+    """Answers each request with the next reply; `close_after` closes after that many.
 
-    replies: list[bytes]
+    With `hang_up`, the connection then reads one more request and closes without
+    answering it (a server whose idle timer fires as the request arrives)."""
+
+    replies: list[bytes | Pieces]
     close_after: int = 1_000
+    hang_up: bool = False
     connections: int = 0
     requests: list[bytes] = field(default_factory=list)
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-async def serve(script: Script) -> tuple[asyncio.Server, int]:
+async def serve(script: Script, tls: ssl.SSLContext | None = None) -> tuple[asyncio.Server, int]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         script.connections += 1
         script.writers.append(writer)
@@ -43,14 +54,19 @@ async def serve(script: Script) -> tuple[asyncio.Server, int]:
                 if not script.replies:
                     await script.done.wait()  # never answers
                     break
-                writer.write(script.replies.pop(0))
-                await writer.drain()
+                reply = script.replies.pop(0)
+                for piece in reply if isinstance(reply, tuple) else (reply,):
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(0.01 if isinstance(reply, tuple) else 0)
                 served += 1
+            if script.hang_up:
+                await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError:
             pass
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls)
     return server, server.sockets[0].getsockname()[1]
 
 
@@ -67,7 +83,12 @@ def ok(body: bytes = b'{"ok":true}') -> bytes:
     return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
 
 
-Start = Callable[[Script], Awaitable[Http1Client]]
+class Start(Protocol):
+    """Serve `script` (over TLS with `tls`); a client for it, made with `options`."""
+
+    def __call__(
+        self, script: Script, tls: ssl.SSLContext | None = None, **options: Any
+    ) -> Awaitable[Http1Client]: ...
 
 
 @pytest.fixture
@@ -76,11 +97,14 @@ async def scripted() -> AsyncIterator[Start]:
     clients: list[Http1Client] = []
     scripts: list[Script] = []
 
-    async def start(script: Script) -> Http1Client:
-        server, port = await serve(script)
+    async def start(
+        script: Script, tls: ssl.SSLContext | None = None, **options: Any
+    ) -> Http1Client:
+        server, port = await serve(script, tls)
         servers.append(server)
         scripts.append(script)
-        clients.append(Http1Client(f"http://127.0.0.1:{port}", timeout=2.0))
+        scheme = "https" if tls else "http"
+        clients.append(Http1Client(f"{scheme}://127.0.0.1:{port}", timeout=2.0, **options))
         return clients[-1]
 
     yield start
@@ -102,13 +126,25 @@ async def test_keeps_the_connection_alive(scripted: Start) -> None:
     assert script.requests[0].endswith(b"Content-Length: 2\r\n\r\n{}")
 
 
-async def test_a_closed_idle_connection_is_retried_once(scripted: Start) -> None:
+async def test_an_idle_connection_the_server_closed_is_not_used(scripted: Start) -> None:
     script = Script([ok(b"1"), ok(b"2")], close_after=1)
     client = await scripted(script)
     assert (await client.request("PUT", "/a", {})).content == b"1"
     await asyncio.sleep(0.1)  # the server has closed it by now
     assert (await client.request("PUT", "/b", {})).content == b"2"
     assert script.connections == 2
+    assert len(script.requests) == 2  # /b was sent once, on the new connection
+
+
+async def test_a_request_the_idle_connection_drops_is_retried_once_anew(
+    scripted: Start,
+) -> None:
+    script = Script([ok(b"1"), ok(b"2")], close_after=1, hang_up=True)
+    client = await scripted(script)
+    assert (await client.request("PUT", "/a", {})).content == b"1"
+    assert (await client.request("PUT", "/b", {})).content == b"2"
+    assert script.connections == 2
+    assert [r.split(b" ")[1] for r in script.requests] == [b"/a", b"/b"]
 
 
 async def test_chunked_reply_and_error_status(scripted: Start) -> None:
@@ -167,3 +203,77 @@ async def test_a_configured_proxy_keeps_sends_on_httpx(monkeypatch: pytest.Monke
     assert not await lean("https://im.example.org")  # httpx goes through the proxy
     monkeypatch.setenv("NO_PROXY", "im.example.org")
     assert await lean("https://im.example.org")
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_server(ca: trustme.CA, name: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(ctx)
+    return ctx
+
+
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx
+
+
+async def test_tls_to_an_address_for_a_name_with_another_host(
+    scripted: Start, ca: trustme.CA
+) -> None:
+    # As federation does: connect to the address the SSRF guard checked, verify the
+    # certificate of the server's name, and send the domain as `Host`.
+    script = Script([ok(b"1"), ok(b"2")])
+    client = await scripted(
+        script, tls_server(ca, "fed.peer.test"),
+        server_hostname="fed.peer.test", ssl_context=trusting(ca),
+    )  # fmt: skip
+    one = await client.request("PUT", "/t/1", {}, b"{}", authority="peer.test")
+    two = await client.request("PUT", "/t/2", {}, b"{}", authority="peer.test:8448")
+    assert (one.content, two.content) == (b"1", b"2")
+    assert script.connections == 1  # the TLS connection is kept alive
+    assert script.requests[0].startswith(b"PUT /t/1 HTTP/1.1\r\nHost: peer.test\r\n")
+    assert script.requests[1].startswith(b"PUT /t/2 HTTP/1.1\r\nHost: peer.test:8448\r\n")
+
+
+async def test_tls_refuses_a_certificate_for_another_name_or_ca(
+    scripted: Start, ca: trustme.CA
+) -> None:
+    script = Script([ok(), ok()])
+    wrong_name = await scripted(
+        script, tls_server(ca, "fed.peer.test"),
+        server_hostname="evil.test", ssl_context=trusting(ca),
+    )  # fmt: skip
+    with pytest.raises(httpx.ConnectError, match="certificate"):
+        await wrong_name.request("PUT", "/", {})
+    unknown_ca = await scripted(
+        script, tls_server(trustme.CA(), "fed.peer.test"),
+        server_hostname="fed.peer.test", ssl_context=trusting(ca),
+    )  # fmt: skip
+    with pytest.raises(httpx.ConnectError, match="certificate"):
+        await unknown_ca.request("PUT", "/", {})
+    assert script.requests == []
+
+
+async def test_a_reply_body_over_the_cap_fails(scripted: Start) -> None:
+    body = b"0123456789"
+    for over in (
+        ok(body + b"!"),
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"6\r\n012345\r\n5\r\n6789!\r\n0\r\n\r\n",
+        (b"HTTP/1.1 200 OK\r\n\r\n012345", b"6789!"),  # ends when the server closes
+    ):
+        client = await scripted(Script([over], close_after=1), max_body=len(body))
+        with pytest.raises(httpx.RemoteProtocolError, match=r"11 bytes|too large"):
+            await client.request("PUT", "/", {})
+    at_cap = await scripted(
+        Script([ok(body), (b"HTTP/1.1 200 OK\r\n\r\n01234", b"56789")], close_after=2),
+        max_body=len(body),
+    )
+    assert (await at_cap.request("PUT", "/", {})).content == body
+    # A body delimited by the close arrives in pieces: all of them are read.
+    assert (await at_cap.request("PUT", "/", {})).content == body
