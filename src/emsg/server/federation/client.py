@@ -7,6 +7,7 @@ from typing import Any, Final
 
 import httpx
 
+from emsg.proto import httpsig
 from emsg.proto.errors import EmsgError, RemoteUnavailable, error_from_wire
 from emsg.proto.federation import FEDERATION_PREFIX, KEYS_PATH
 from emsg.proto.jsoncodec import dumps, loads_strict
@@ -46,21 +47,49 @@ class FederationClient:
         # Transactions, the outbox's hot path, bypass httpx when the transport is
         # the guarded one (in-process tests inject an ASGI router instead).
         self._lean = lean
+        self._lean_headers = {k: v for k, v in http.headers.items() if k not in _TRANSFER_HEADERS}
 
-    async def request(self, method: str, destination: str, path: str, body: Any = None) -> Any:
+    async def request(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        body: Any = None,
+        *,
+        encoded: bytes | None = None,
+    ) -> Any:
         """Send a signed request; return the JSON reply, or raise the peer's error
-        (`EmsgError`), or `RemoteUnavailable` if it cannot be reached."""
-        content = b"" if body is None else dumps(body)
-        headers = {"content-type": "application/json"} if body is not None else {}
+        (`EmsgError`), or `RemoteUnavailable` if it cannot be reached.
+
+        `encoded` is `body` already serialised (the outbox needs the bytes anyway)."""
+        content = encoded if encoded is not None else b"" if body is None else dumps(body)
+        headers = {"content-type": "application/json"} if content else {}
+        url = f"https://{destination}{path}"
+        now = self._clock.now_ms()
+        key, created = self._keyring.current(now), now // 1000
+        lean = self._lean if method == "PUT" and path.startswith(_SEND_PREFIX) else None
+        if lean is not None:
+            # Idempotent by transaction id: safe for the lean client's one retry.
+            # The headers are httpx's, written directly (building an httpx.Request
+            # just to copy them cost as much as signing).
+            fields = signing.profile_fields(method, url, content, self.origin, key, created)
+            at = httpsig.target(url)
+            if fields is not None and at is not None and at.authority == destination:
+                headers = {**self._lean_headers, **headers, **fields}
+                return await self._send_lean(
+                    lean, destination, destination, method, path, headers, content
+                )
         request = self.http.build_request(
-            method, f"https://{destination}{path}", content=content, headers=headers,
+            method, url, content=content, headers=headers,
             extensions={DOMAIN_EXTENSION: destination},
         )  # fmt: skip
-        now = self._clock.now_ms()
-        signing.sign(request, content, self.origin, self._keyring.current(now), now // 1000)
-        if self._lean is not None and method == "PUT" and path.startswith(_SEND_PREFIX):
-            # Idempotent by transaction id: safe for the lean client's one retry.
-            return await self._send_lean(self._lean, destination, request, content)
+        signing.sign(request, content, self.origin, key, created)
+        if lean is not None:
+            headers = {k: v for k, v in request.headers.items() if k not in _TRANSFER_HEADERS}
+            target = request.url.raw_path.decode("ascii")
+            return await self._send_lean(
+                lean, destination, request.headers["host"], method, target, headers, content
+            )
         return await self._send(request)
 
     async def fetch_keys(self, destination: str) -> Any:
@@ -86,20 +115,19 @@ class FederationClient:
         return _reply(response.status_code, raw)
 
     async def _send_lean(
-        self, lean: GuardedTransport, destination: str, request: httpx.Request, content: bytes
+        self,
+        lean: GuardedTransport,
+        destination: str,
+        authority: str,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        content: bytes,
     ) -> Any:
-        """`_send` on a lean connection: the signed request's method, path, `Host`
-        (the signed authority) and headers, the same errors."""
-        headers = {k: v for k, v in request.headers.items() if k not in _TRANSFER_HEADERS}
+        """`_send` on a lean connection, with `Host: <authority>` (the signed one);
+        the same errors."""
         try:
-            reply = await lean.send_lean(
-                destination,
-                request.method,
-                request.url.raw_path.decode("ascii"),
-                request.headers["host"],
-                headers,
-                content,
-            )
+            reply = await lean.send_lean(destination, method, target, authority, headers, content)
         except EmsgError:
             raise
         except (httpx.HTTPError, OSError, ValueError) as exc:

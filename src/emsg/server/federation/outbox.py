@@ -235,10 +235,11 @@ class OutboxSender:
             return None
         events = [r.item.payload for r in rows]
         body = {"origin": self._client.origin, "destination": destination, "events": events}
-        txn_id = txn_id_for(rows, dumps(body))
+        encoded = dumps(body)
+        txn_id = txn_id_for(rows, encoded)
         try:
             reply = await self._client.request(
-                "PUT", destination, f"{FEDERATION_PREFIX}/send/{txn_id}", body
+                "PUT", destination, f"{FEDERATION_PREFIX}/send/{txn_id}", encoded=encoded
             )
             result = TransactionResult.model_validate(reply)
         except RemoteUnavailable as exc:

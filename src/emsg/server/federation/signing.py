@@ -84,17 +84,39 @@ def sign(
 
     `nonce` is for tests, which compare both signers on equal inputs."""
     nonce = secrets.token_urlsafe(16) if nonce is None else nonce
-    kid = keyid(origin, key.key_id)
-    at = httpsig.target(str(request.url))
-    params = httpsig.signature_params(created_s, kid, nonce)
-    if at is None or params is None or "content-digest" in request.headers:
-        sign_with_library(request, body, kid, key, created_s, nonce)
+    fields = None
+    if "content-digest" not in request.headers:
+        fields = profile_fields(request.method, str(request.url), body, origin, key, created_s,
+                                nonce)  # fmt: skip
+    if fields is None:
+        sign_with_library(request, body, keyid(origin, key.key_id), key, created_s, nonce)
         return
+    request.headers.update(fields)
+
+
+def profile_fields(
+    method: str,
+    url: str,
+    body: bytes,
+    origin: str,
+    key: OwnKey,
+    created_s: int,
+    nonce: str | None = None,
+) -> dict[str, str] | None:
+    """The three signature fields of a request in the profile's own spelling, or
+    None if the request needs the library (`sign`)."""
+    nonce = secrets.token_urlsafe(16) if nonce is None else nonce
+    at = httpsig.target(url)
+    params = httpsig.signature_params(created_s, keyid(origin, key.key_id), nonce)
+    if at is None or params is None:
+        return None
     digest = httpsig.content_digest(body)
-    base = httpsig.signature_base(request.method, at, digest, params)
-    request.headers["content-digest"] = digest
-    request.headers["signature-input"] = httpsig.input_header(params)
-    request.headers["signature"] = httpsig.signature_header(_private(key.seed).sign(base))
+    base = httpsig.signature_base(method, at, digest, params)
+    return {
+        "content-digest": digest,
+        "signature-input": httpsig.input_header(params),
+        "signature": httpsig.signature_header(_private(key.seed).sign(base)),
+    }
 
 
 def sign_with_library(
