@@ -13,7 +13,11 @@ Phases:
   over HTTP; messages/s accepted (acknowledged sends) and delivered (decrypted by the
   receiver), every one committed before it was acknowledged.
 - pipelined: senders that hold the WebSocket stream open send over it with a window
-  of concurrent sends, each acknowledged by transaction id.
+  of concurrent sends, each acknowledged by transaction id. Run twice: with the
+  receivers in this process, and with them in a process of their own
+  (`receivers.py`), as other people's devices would be: in one process the load
+  generator's single event loop is the limit (one core busy, the other partly
+  idle). `--split-http` does the same for the HTTP runs.
 - latency: one sender at a steady 100 messages/s, one receiver listening on the
   WebSocket; p50/p95/p99 from just before `send_text` to the decrypted message.
 - idle: server RSS with 1,000 idle authenticated WebSocket connections.
@@ -30,11 +34,13 @@ import os
 import platform
 import secrets
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
 import httpx
@@ -83,8 +89,11 @@ class Cpu:
         self._start = [s.cpu_seconds() for s in self._servers] + [time.process_time()]
         self._used: list[float] = []
 
-    def stop(self) -> None:
-        end = [s.cpu_seconds() for s in self._servers] + [time.process_time()]
+    def stop(self, extra_loadgen_seconds: float = 0.0) -> None:
+        """`extra_loadgen_seconds`: what the load generator's other process used."""
+        end = [s.cpu_seconds() for s in self._servers] + [
+            time.process_time() + extra_loadgen_seconds
+        ]
         self._used = [b - a for a, b in zip(self._start, end, strict=True)]
 
     def per_message(self, count: int) -> dict[str, float]:
@@ -135,6 +144,57 @@ async def warm_up(senders: list[Client], receivers: list[Receiver]) -> None:
     await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in receivers)), 60)
 
 
+class ReceiverProcess:
+    """`receivers.py`: the receiving clients listening in a process of their own."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+        self.cpu_at_start = 0.0
+
+    @classmethod
+    async def start(cls, homes: list[Path]) -> ReceiverProcess:
+        script = Path(__file__).with_name("receivers.py")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), stdin=PIPE, stdout=PIPE
+        )
+        self = cls(proc)
+        await self._ask({"open": [str(h) for h in homes], "password": PASSWORD})
+        return self
+
+    async def _ask(self, command: dict[str, Any]) -> dict[str, Any]:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(command).encode() + b"\n")
+        await self._proc.stdin.drain()
+        return await self._answer()
+
+    async def _answer(self) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        line = await self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the receiver process died")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    async def expect(self, n: int) -> None:
+        self.cpu_at_start = (await self._ask({"expect": n}))["cpu"]
+
+    async def done(self) -> tuple[float, float]:
+        """When the last message arrived, and the CPU seconds it took since `expect`."""
+        answer = await asyncio.wait_for(self._answer(), 600)
+        return answer["done"], answer["cpu"] - self.cpu_at_start
+
+    async def close(self) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(b'{"quit": true}\n')
+            await self._proc.stdin.drain()
+        try:
+            await asyncio.wait_for(self._proc.wait(), 30)
+        except TimeoutError:
+            self._proc.kill()
+            await self._proc.wait()
+
+
 async def throughput(
     server: ServerProcess,
     root: Path,
@@ -143,23 +203,47 @@ async def throughput(
     window: int,
     pipelined: bool,
     receiver_server: ServerProcess | None = None,
+    split: bool = False,
 ) -> dict[str, Any]:
-    """N senders on `server`, each to its own receiver (on `receiver_server` if given)."""
+    """N senders on `server`, each to its own receiver (on `receiver_server` if given);
+    with `split`, the receivers listen in a process of their own."""
     tag = f"{'p' if pipelined else 't'}{n}x{secrets.token_hex(2)}"
     senders = await make_clients(server, root, f"s{tag}", n)
-    receivers = await start_receivers(
-        await make_clients(receiver_server or server, root, f"r{tag}", n)
-    )
+    receiving = await make_clients(receiver_server or server, root, f"r{tag}", n)
+    addresses = [str(c.address) for c in receiving]
+    other: ReceiverProcess | None = None
+    receivers: list[Receiver] = []
+    if split:
+        for c in receiving:
+            await c.aclose()
+        other = await ReceiverProcess.start([root / f"r{tag}{i}" for i in range(n)])
+    else:
+        receivers = await start_receivers(receiving)
     sender_streams = await start_receivers(senders) if pipelined else []
-    try:
-        await warm_up(senders, receivers)
-        per_sender = max(1, total // n)
+    per_sender = max(1, total // n)
+
+    async def expect(count: int) -> None:
+        if other is not None:
+            await other.expect(count)
         for r in receivers:
-            r.expected, r.received = per_sender, 0
+            r.expected, r.received = count, 0
             r.done.clear()
 
-        async def run_sender(sender: Client, receiver: Receiver) -> None:
-            to = str(receiver.client.address)
+    async def all_done() -> tuple[float, float]:
+        if other is not None:
+            return await other.done()
+        await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in receivers)), 600)
+        return time.perf_counter(), 0.0
+
+    try:
+        # Establish the Olm sessions first: the steady state is what is measured.
+        await expect(1)
+        pairs = list(zip(senders, addresses, strict=True))
+        await asyncio.gather(*(s.send_text(to, "warm-up") for s, to in pairs))
+        await asyncio.wait_for(all_done(), 60)
+        await expect(per_sender)
+
+        async def run_sender(sender: Client, to: str) -> None:
             pending: set[asyncio.Task[Any]] = set()
             for i in range(per_sender):
                 if len(pending) >= window:
@@ -169,13 +253,15 @@ async def throughput(
 
         cpu = Cpu(server, receiver_server)
         start = time.perf_counter()
-        await asyncio.gather(*(run_sender(s, r) for s, r in zip(senders, receivers, strict=True)))
+        await asyncio.gather(*(run_sender(s, to) for s, to in pairs))
         accepted = time.perf_counter() - start
-        await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in receivers)), 600)
-        delivered = time.perf_counter() - start
-        cpu.stop()
+        last_arrival, receiver_cpu = await all_done()
+        delivered = last_arrival - start
+        cpu.stop(extra_loadgen_seconds=receiver_cpu)
     finally:
         await stop(receivers + sender_streams)
+        if other is not None:
+            await other.close()
         for c in senders + [r.client for r in receivers]:
             await c.aclose()
     count = per_sender * n
@@ -183,6 +269,7 @@ async def throughput(
         "senders": n,
         "route": "websocket (pipelined)" if pipelined else "http",
         "window": window,
+        "load_generator": "senders and receivers in two processes" if split else "one process",
         "messages": count,
         "accepted_per_s": round(count / accepted),
         "delivered_per_s": round(count / delivered),
@@ -289,12 +376,16 @@ async def main(args: argparse.Namespace) -> None:
         try:
             phases: dict[str, Callable[[], Awaitable[Any]]] = {
                 "throughput": lambda: sequential(
-                    throughput(server, root, n, args.messages, args.window, False)
+                    throughput(server, root, n, args.messages, args.window, False, split=split)
                     for n in args.senders
+                    for split in ([False, True] if args.split_http else [False])
                 ),
                 "pipelined": lambda: sequential(
-                    throughput(server, root, n, args.messages, args.pipeline_window, True)
+                    throughput(
+                        server, root, n, args.messages, args.pipeline_window, True, split=split
+                    )
                     for n in args.pipelined_senders
+                    for split in (False, True)
                 ),
                 "latency": lambda: latency(server, root, args.rate, args.latency_messages),
                 "idle": lambda: idle_connections(server, args.connections),
@@ -324,6 +415,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--latency-messages", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument(
+        "--split-http", action="store_true",
+        help="also run the HTTP throughput with the receivers in a process of their own",
+    )  # fmt: skip
     return parser.parse_args()
 
 
