@@ -114,6 +114,7 @@ class MessageService:
         self._ack_timer: asyncio.TimerHandle | None = None
         self._ack_flushes: set[asyncio.Task[None]] = set()
         self._waiting: list[_Waiting] = []
+        # Group commits and wake-ups in flight (awaited by `close`).
         self._groups: set[asyncio.Task[None]] = set()
 
     async def send(
@@ -189,7 +190,19 @@ class MessageService:
         if remote and self._wake_remote is not None:
             self._wake_remote(remote)
         if woken:
-            await self._notifier.publish(woken)
+            # In a task of its own, so that the senders' replies (resolved when this
+            # returns) are written before the recipients' streams wake: a sender goes
+            # on with its next message while the pushes are served, instead of its
+            # reply waiting behind them.
+            task = asyncio.get_running_loop().create_task(self._publish(woken))
+            self._groups.add(task)
+            task.add_done_callback(self._groups.discard)
+
+    async def _publish(self, device_ids: list[str]) -> None:
+        try:
+            await self._notifier.publish(device_ids)
+        except Exception:  # the events are committed: streams find them on their next wake
+            log.exception("could not wake %d devices", len(device_ids))
 
     async def send_in(
         self, tx: Tx, me: Caller, txn_id: TxnId, envelopes: Sequence[OutgoingEnvelope]
