@@ -134,14 +134,23 @@ class HttpApi:
         if self._fast is not None and method == "PUT" and params is None and timeout is None:
             reply = await self._fast.request(method, self._fast_prefix + path, headers, content)
             return _payload(reply.status, reply.content, reply.headers.get("retry-after"))
-        response = await self._http.request(
-            method,
-            path,
-            content=content,
-            headers=headers,
-            params=params,
-            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-        )
+        for attempt in (0, 1):
+            try:
+                response = await self._http.request(
+                    method,
+                    path,
+                    content=content,
+                    headers=headers,
+                    params=params,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                )
+                break
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                # A kept-alive connection the server closed just as the request went
+                # out (both sides drop idle connections after about 5 s): a GET is
+                # safe to send again, once, and httpx will open a new connection.
+                if method != "GET" or attempt:
+                    raise
         return _payload(response.status_code, response.content, response.headers.get("retry-after"))
 
     async def get_model(self, model: type[M], path: str, **params: str | int) -> M:

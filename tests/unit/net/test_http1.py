@@ -46,9 +46,12 @@ async def serve(script: Script, tls: ssl.SSLContext | None = None) -> tuple[asyn
             while served < script.close_after:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length")
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,  # httpx sends none with a GET
                 )
                 script.requests.append(head + await reader.readexactly(length))
                 if not script.replies:
@@ -171,6 +174,26 @@ async def test_failures_are_httpx_transport_errors(scripted: Start) -> None:
     garbage = await scripted(Script([b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n"]))
     with pytest.raises(httpx.RemoteProtocolError):
         await garbage.request("PUT", "/", {})
+
+
+async def test_the_api_sends_a_get_again_when_a_kept_alive_connection_drops_it() -> None:
+    """The server closes an idle connection just as the next request arrives: a
+    GET goes again on a new connection; a POST is not repeated."""
+    script = Script([ok(b'{"n":1}'), ok(b'{"n":2}')], close_after=1, hang_up=True)
+    server, port = await serve(script)
+    api = HttpApi(f"http://127.0.0.1:{port}", token="tok")
+    try:
+        assert await api.call("GET", "/a") == {"n": 1}
+        assert await api.call("GET", "/b") == {"n": 2}
+        assert script.connections == 2
+        assert [r.split(b" ")[1] for r in script.requests] == [b"/_emsg/v1/a", b"/_emsg/v1/b"]
+        script.replies.append(ok(b'{"n":3}'))
+        with pytest.raises(httpx.TransportError):
+            await api.call("POST", "/c", {"x": 1})
+        assert [r.split(b" ")[1] for r in script.requests][-1] == b"/_emsg/v1/b"
+    finally:
+        await api.aclose()
+        await stop(server, script)
 
 
 async def test_the_api_keeps_a_server_path_prefix() -> None:
