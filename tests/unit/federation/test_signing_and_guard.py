@@ -17,6 +17,7 @@ from emsg.proto.errors import Forbidden, RemoteUnavailable, Unauthorized
 from emsg.proto.federation import FEDERATION_PREFIX, Target
 from emsg.server.clock import FakeClock
 from emsg.server.federation import signing
+from emsg.server.federation import transport as transport_module
 from emsg.server.federation.client import FederationClient
 from emsg.server.federation.keys import SigningKeyring
 from emsg.server.federation.transport import (
@@ -217,3 +218,22 @@ def unused_tcp_port() -> int:
     from emsg.testing.process import free_port
 
     return free_port()
+
+
+async def test_pools_keep_the_most_recently_used_and_close_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport_module, "_MAX_TRANSPORTS", 2)
+    transport = GuardedTransport(None, ssl_context(None), allow_private=True)
+    a, b, c = (("127.0.0.1", port, "x.test", "https") for port in (1, 2, 3))
+    first = transport._lean_client(a)
+    transport._lean_client(b)
+    assert transport._lean_client(a) is first  # used again: now the most recent
+    transport._lean_client(c)  # evicts b, the least recently used
+    assert list(transport._lean) == [a, c]
+    inner = transport._transport(a)
+    assert transport._transport(a) is inner
+    await asyncio.gather(*transport._closing)
+    await transport.aclose()
+    assert not transport._lean
+    assert not transport._inner

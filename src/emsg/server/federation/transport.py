@@ -19,8 +19,9 @@ import logging
 import socket
 import ssl
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 import httpx
 
@@ -39,6 +40,13 @@ MAX_REPLY_BYTES: Final = 4 * 1024 * 1024
 
 # Where a request goes: (checked address, port, TLS name, scheme).
 _Key = tuple[str, int, str, str]
+
+
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+_Pooled = TypeVar("_Pooled", bound=_Closable)
 
 
 class Refused(RemoteUnavailable):
@@ -109,6 +117,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         # one name to talk to another that shares an address.
         self._inner: OrderedDict[_Key, httpx.AsyncHTTPTransport] = OrderedDict()
         self._lean: OrderedDict[_Key, Http1Client] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()  # evicted, still closing
 
     def set_resolver(self, resolver: TargetResolver) -> None:
         self._resolver = resolver
@@ -123,23 +132,15 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         return ip, target.port, target.tls_name, target.scheme
 
     def _transport(self, key: _Key) -> httpx.AsyncHTTPTransport:
-        inner = self._inner.get(key)
-        if inner is None:
-            inner = httpx.AsyncHTTPTransport(verify=self._ssl, retries=0)
-            self._inner[key] = inner
-            if len(self._inner) > _MAX_TRANSPORTS:
-                _, old = self._inner.popitem(last=False)
-                asyncio.get_running_loop().create_task(old.aclose())
-        else:
-            self._inner.move_to_end(key)
-        return inner
+        return self._pooled(
+            self._inner, key, lambda: httpx.AsyncHTTPTransport(verify=self._ssl, retries=0)
+        )
 
     def _lean_client(self, key: _Key) -> Http1Client:
-        client = self._lean.get(key)
-        if client is None:
+        def make() -> Http1Client:
             ip, port, tls_name, scheme = key
             host = f"[{ip}]" if ":" in ip else ip
-            client = Http1Client(
+            return Http1Client(
                 f"{scheme}://{host}:{port}",
                 self._request_timeout,
                 connect_timeout=CONNECT_TIMEOUT,
@@ -147,13 +148,25 @@ class GuardedTransport(httpx.AsyncBaseTransport):
                 ssl_context=self._ssl,
                 max_body=MAX_REPLY_BYTES,
             )
-            self._lean[key] = client
-            if len(self._lean) > _MAX_TRANSPORTS:
-                _, old = self._lean.popitem(last=False)
-                asyncio.get_running_loop().create_task(old.aclose())
-        else:
-            self._lean.move_to_end(key)
-        return client
+
+        return self._pooled(self._lean, key, make)
+
+    def _pooled(
+        self, pool: OrderedDict[_Key, _Pooled], key: _Key, make: Callable[[], _Pooled]
+    ) -> _Pooled:
+        """`pool[key]`, made if missing; past `_MAX_TRANSPORTS` the least recently
+        used one is closed."""
+        found = pool.get(key)
+        if found is not None:
+            pool.move_to_end(key)
+            return found
+        pool[key] = made = make()
+        if len(pool) > _MAX_TRANSPORTS:
+            _, old = pool.popitem(last=False)
+            closing = asyncio.get_running_loop().create_task(old.aclose())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        return made
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         target = request.extensions.get(TARGET_EXTENSION)
