@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
+from tests.integration.federation.client_kit import eventually
 from tests.integration.multidevice.md_kit import (
     PASSWORD,
     device_list,
@@ -28,8 +27,6 @@ from emsg.crypto.keys import FAST_KDF_FOR_TESTS
 from emsg.proto.errors import IdentityKeyChanged, NoRequest
 from emsg.proto.wire import ListedDevice, model_dump
 from emsg.testing.tls import TlsServer, federation
-
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -75,16 +72,6 @@ class Devices:
         return await Client.open(
             self.root / f"{address}-{device}", PASSWORD, transport=self._tls(server)
         )
-
-
-async def eventually(check: Callable[[], Awaitable[T]], within: float = 30.0) -> T:
-    """Federation is asynchronous: poll until the other side has it."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(0.2)
 
 
 async def befriend(a: Client, b: Client) -> None:
