@@ -72,9 +72,11 @@ class FederationClient:
             # Idempotent by transaction id: safe for the lean client's one retry.
             # The headers are httpx's, written directly (building an httpx.Request
             # just to copy them cost as much as signing).
-            fields = signing.profile_fields(method, url, content, self.origin, key, created)
             at = httpsig.target(url)
-            if fields is not None and at is not None and at.authority == destination:
+            fields = None
+            if at is not None and at.authority == destination:
+                fields = signing.profile_fields(method, at, content, self.origin, key, created)
+            if fields is not None:
                 headers = {**self._lean_headers, **headers, **fields}
                 return await self._send_lean(
                     lean, destination, destination, method, path, headers, content

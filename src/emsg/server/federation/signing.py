@@ -84,10 +84,9 @@ def sign(
 
     `nonce` is for tests, which compare both signers on equal inputs."""
     nonce = secrets.token_urlsafe(16) if nonce is None else nonce
-    fields = None
-    if "content-digest" not in request.headers:
-        fields = profile_fields(request.method, str(request.url), body, origin, key, created_s,
-                                nonce)  # fmt: skip
+    at = None if "content-digest" in request.headers else httpsig.target(str(request.url))
+    fields = None if at is None else profile_fields(request.method, at, body, origin, key,
+                                                    created_s, nonce)  # fmt: skip
     if fields is None:
         sign_with_library(request, body, keyid(origin, key.key_id), key, created_s, nonce)
         return
@@ -96,19 +95,18 @@ def sign(
 
 def profile_fields(
     method: str,
-    url: str,
+    at: httpsig.Target,
     body: bytes,
     origin: str,
     key: OwnKey,
     created_s: int,
     nonce: str | None = None,
 ) -> dict[str, str] | None:
-    """The three signature fields of a request in the profile's own spelling, or
-    None if the request needs the library (`sign`)."""
+    """The three signature fields of a request to `at` (`httpsig.target` of its
+    URL) in the profile's own spelling, or None if it needs the library (`sign`)."""
     nonce = secrets.token_urlsafe(16) if nonce is None else nonce
-    at = httpsig.target(url)
     params = httpsig.signature_params(created_s, keyid(origin, key.key_id), nonce)
-    if at is None or params is None:
+    if params is None:
         return None
     digest = httpsig.content_digest(body)
     base = httpsig.signature_base(method, at, digest, params)
