@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +99,9 @@ class ProfileStore:
         # (another process on this profile) has committed: `PRAGMA data_version`.
         self._sessions: dict[str, list[tuple[str, str]]] = {}
         self._data_version = -1
+        # `defer_to_commit`: writes held back until the open transaction ends
+        self._before_commit: list[Callable[[], None]] = []
+        self._after_rollback: list[Callable[[], None]] = []
 
     # --- opening -------------------------------------------------------------------
 
@@ -194,14 +197,27 @@ class ProfileStore:
         self._check_data_version()  # under the write lock: nobody else commits now
         try:
             yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            self._sessions.clear()
-            raise
-        else:
+            while self._before_commit:
+                self._before_commit.pop(0)()
             self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:  # a failed COMMIT may have ended it already
+                self._conn.execute("ROLLBACK")
+            self._sessions.clear()
+            for discard in self._after_rollback:
+                discard()
+            raise
         finally:
             self._depth = 0
+            self._before_commit.clear()
+            self._after_rollback.clear()
+
+    def defer_to_commit(self, flush: Callable[[], None], discard: Callable[[], None]) -> bool:
+        if not self._depth:
+            return False
+        self._before_commit.append(flush)
+        self._after_rollback.append(discard)
+        return True
 
     # --- profile values ------------------------------------------------------------
 
@@ -312,8 +328,8 @@ class ProfileStore:
     def has_session(self, peer_key: str) -> bool:
         return bool(self._session_list(peer_key))
 
-    def load_sessions(self, peer_key: str) -> list[str]:
-        return [pickle for _, pickle in self._session_list(peer_key)]
+    def load_sessions(self, peer_key: str) -> list[tuple[str, str]]:
+        return list(self._session_list(peer_key))
 
     def save_session(self, peer_key: str, session_id: str, pickle: str) -> None:
         # `used` orders the sessions of one peer key (most recent first); one statement.

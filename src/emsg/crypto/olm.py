@@ -12,12 +12,21 @@ pickle is the one it was saved as; a pickle written by another process, or rolle
 back with its transaction, simply misses and is unpickled. A session taken for a
 decryption that fails is dropped, never put back, so a corrupt, forged or
 misaddressed message can neither advance nor wedge a session: the next message
-starts again from the stored, last good state. Every change is saved (pickled)
-before its ciphertext or plaintext is returned.
+starts again from the stored, last good state.
+
+Every change is saved before its ciphertext or plaintext can leave the caller's
+transaction. Inside one, a session that advances is pickled and written once, just
+before the transaction commits (`CryptoStore.defer_to_commit`), so a burst of
+messages to or from one device costs one pickle, not one each; until then the
+session itself is the newest state of its id. A rollback drops those states, and
+the stored pickles are the last good ones again. vodozemac leaves a session
+untouched when a decryption fails (a unit test holds it to that), so a failure
+on such a session keeps it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -88,6 +97,9 @@ class Olm:
         self.device_id = device_id
         # pickle -> the session in exactly the state that pickle holds
         self._live: dict[str, vodozemac.Session] = {}
+        # peer key -> session id -> session, advanced in the store's open transaction
+        # and not saved yet, least recently used first; None while nothing is deferred
+        self._unsaved: dict[str, dict[str, vodozemac.Session]] | None = None
         self._curve25519: str | None = None
 
     def load_device(self) -> Device:
@@ -100,7 +112,7 @@ class Olm:
         self._store.save_account(device.pickle(self._key))
 
     def has_session(self, peer_curve25519: str) -> bool:
-        return self._store.has_session(peer_curve25519)
+        return bool(self._unsaved_with(peer_curve25519)) or self._store.has_session(peer_curve25519)
 
     @property
     def curve25519(self) -> str:
@@ -120,9 +132,50 @@ class Olm:
         self._live[pickle] = session
 
     def _save_session(self, peer_key: str, session: vodozemac.Session) -> None:
+        """Make `session` the newest state of its id: written now, or at commit."""
+        if self._unsaved is None:
+            if not self._store.defer_to_commit(self._write_unsaved, self._drop_unsaved):
+                self._write_session(peer_key, session)
+                return
+            self._unsaved = {}
+        sessions = self._unsaved.setdefault(peer_key, {})
+        session_id = session.session_id
+        sessions.pop(session_id, None)  # re-inserted as the most recently used
+        sessions[session_id] = session
+
+    def _write_session(self, peer_key: str, session: vodozemac.Session) -> None:
         pickle = session.pickle(self._key.raw)
         self._store.save_session(peer_key, session.session_id, pickle)
         self._put_session(pickle, session)
+
+    def _write_unsaved(self) -> None:
+        unsaved, self._unsaved = self._unsaved or {}, None
+        for peer_key, sessions in unsaved.items():
+            for session in sessions.values():  # oldest first: the last is the newest
+                self._write_session(peer_key, session)
+
+    def _drop_unsaved(self) -> None:
+        self._unsaved = None
+
+    def _unsaved_with(self, peer_key: str) -> list[vodozemac.Session]:
+        """The unsaved sessions with `peer_key`, most recently used first."""
+        if self._unsaved is None or peer_key not in self._unsaved:
+            return []
+        return list(reversed(self._unsaved[peer_key].values()))
+
+    def _sessions_with(self, peer_key: str) -> Iterator[tuple[str | None, vodozemac.Session]]:
+        """Every session with `peer_key`, most recently used first, each with the stored
+        pickle it was taken from (None for an unsaved one, which stays where it is).
+
+        A session taken from a pickle is the caller's: save it or put it back.
+        """
+        unsaved = self._unsaved_with(peer_key)
+        for session in unsaved:
+            yield None, session
+        skip = {s.session_id for s in unsaved}
+        for session_id, pickle in self._store.load_sessions(peer_key):
+            if session_id not in skip:
+                yield pickle, self._take_session(pickle)
 
     # --- sending -------------------------------------------------------------------
 
@@ -143,9 +196,9 @@ class Olm:
         peer_key = curve25519_key(listed.curve25519)
         if content.from_ != self.address or content.from_device != self.device_id:
             raise ContentRejected("content must name this device as its sender")
-        pickles = self._store.load_sessions(listed.curve25519)
-        if pickles:
-            session = self._take_session(pickles[0])
+        newest = next(self._sessions_with(listed.curve25519), None)
+        if newest is not None:
+            session = newest[1]
         else:
             if claimed is None or claimed.one_time_key is None:
                 raise UntrustedDevice(
@@ -157,7 +210,8 @@ class Olm:
         message_type, body = session.encrypt(encode_content(content)).to_parts()
         text = b64.encode(body)
         if len(text) > MAX_CIPHERTEXT:
-            # Dropped unsaved: the stored session is still the state before this.
+            # Dropped: the stored session is still the state before this (an unsaved
+            # one keeps the unused message key, a gap its receiver skips over).
             raise ContentRejected(f"too large to send: {len(text)} > {MAX_CIPHERTEXT} characters")
         self._save_session(listed.curve25519, session)
         # Built from values made here, not parsed: no validation to pay for.
@@ -247,15 +301,16 @@ class Olm:
         pre_key: vodozemac.PreKeyMessage | None,
         body: bytes,
     ) -> bytes | None:
-        for pickle in self._store.load_sessions(sender_key):
-            session = self._take_session(pickle)
+        for pickle, session in self._sessions_with(sender_key):
             if pre_key is not None and not session.session_matches(pre_key):
-                self._put_session(pickle, session)  # untouched
+                if pickle is not None:
+                    self._put_session(pickle, session)  # untouched
                 continue
             try:
                 plaintext = session.decrypt(message)
             except (vodozemac.OlmDecryptionException, ValueError):
-                # dropped: the stored pickle still holds the last good state
+                # A taken session is dropped: the stored pickle still holds the last
+                # good state. An unsaved one stays: a failure leaves it untouched.
                 if pre_key is not None:
                     # the pre-key message belongs to this session and still fails
                     replay.check_fresh(self._store, body)  # the precise reason, if known

@@ -9,6 +9,7 @@ in one store transaction so a crash leaves either all of it or none.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -29,8 +30,9 @@ class CryptoStore(ReplayStore, Protocol):
         """Whether any session with this peer Curve25519 key was saved."""
         ...
 
-    def load_sessions(self, peer_key: str) -> list[str]:
-        """Encrypted session pickles with this peer Curve25519 key, most recently used first.
+    def load_sessions(self, peer_key: str) -> list[tuple[str, str]]:
+        """(session id, encrypted pickle) of the sessions with this peer Curve25519 key,
+        most recently used first.
 
         A pickle returned is exactly the string saved (`Olm` recognises its live
         sessions by it).
@@ -39,6 +41,12 @@ class CryptoStore(ReplayStore, Protocol):
 
     def save_session(self, peer_key: str, session_id: str, pickle: str) -> None:
         """Insert or replace, and make it the most recently used one for `peer_key`."""
+        ...
+
+    def defer_to_commit(self, flush: Callable[[], None], discard: Callable[[], None]) -> bool:
+        """Inside an open transaction: call `flush` in it just before it commits, or
+        `discard` once it has rolled back, and return True. Outside one: return False,
+        and the caller writes at once."""
         ...
 
     def load_identity(self) -> bytes | None:
@@ -72,14 +80,17 @@ class MemoryCryptoStore:
     def has_session(self, peer_key: str) -> bool:
         return bool(self.sessions.get(peer_key))
 
-    def load_sessions(self, peer_key: str) -> list[str]:
+    def load_sessions(self, peer_key: str) -> list[tuple[str, str]]:
         # dicts keep insertion order; save_session re-inserts, so newest is last
-        return list(reversed(self.sessions.get(peer_key, {}).values()))
+        return list(reversed(self.sessions.get(peer_key, {}).items()))
 
     def save_session(self, peer_key: str, session_id: str, pickle: str) -> None:
         bucket = self.sessions.setdefault(peer_key, {})
         bucket.pop(session_id, None)
         bucket[session_id] = pickle
+
+    def defer_to_commit(self, flush: Callable[[], None], discard: Callable[[], None]) -> bool:
+        return False  # no transactions: every write is final at once
 
     def load_identity(self) -> bytes | None:
         return self.identity

@@ -85,7 +85,7 @@ def test_sessions_most_recent_first_and_replay_and_cursor(tmp_path: Path) -> Non
     store.save_session("peer", "s1", "p1")
     store.save_session("peer", "s2", "p2")
     store.save_session("peer", "s1", "p1b")
-    assert store.load_sessions("peer") == ["p1b", "p2"]
+    assert store.load_sessions("peer") == [("s1", "p1b"), ("s2", "p2")]
     assert not store.has_replay_hash(b"h")
     store.add_replay_hash(b"h")
     assert store.has_replay_hash(b"h")
@@ -154,3 +154,40 @@ def test_profile_is_wal_and_survives_a_killed_writer(tmp_path: Path) -> None:
     assert mode == "wal"
     again.close()
     store.close()
+
+
+def test_writes_deferred_to_commit_are_committed_or_discarded(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    calls: list[str] = []
+    assert not store.defer_to_commit(lambda: calls.append("flush"), lambda: calls.append("drop"))
+
+    def flush() -> None:
+        calls.append("flush")
+        store.save_session("peer", "s1", "written at commit")
+
+    with store.transaction():
+        assert store.defer_to_commit(flush, lambda: calls.append("drop"))
+        assert calls == []
+    assert calls == ["flush"]
+    assert store.load_sessions("peer") == [("s1", "written at commit")]
+
+    def rolled_back() -> None:
+        with store.transaction():
+            store.defer_to_commit(lambda: calls.append("flush again"), lambda: calls.append("drop"))
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
+    assert calls == ["flush", "drop"]
+
+    def failing_flush() -> None:
+        store.save_session("peer", "s2", "never committed")
+        raise RuntimeError("the flush fails")
+
+    with pytest.raises(RuntimeError), store.transaction():
+        store.defer_to_commit(failing_flush, lambda: calls.append("dropped after flush"))
+    assert calls[-1] == "dropped after flush"
+    store.close()
+    again = ProfileStore.open(tmp_path, PASS)
+    assert again.load_sessions("peer") == [("s1", "written at commit")]
+    again.close()
