@@ -17,7 +17,8 @@ Phases:
   receivers in this process, and with them in a process of their own
   (`receivers.py`), as other people's devices would be: in one process the load
   generator's single event loop is the limit (one core busy, the other partly
-  idle). `--split-http` does the same for the HTTP runs.
+  idle). `--split-http` does the same for the HTTP runs. The load generator's
+  CPU counts both processes; `receivers_cpu_us_per_msg` is the receivers' part.
 - latency: one sender at a steady 100 messages/s, one receiver listening on the
   WebSocket; p50/p95/p99 from just before `send_text` to the decrypted message.
 - idle: server RSS with 1,000 idle authenticated WebSocket connections.
@@ -274,6 +275,7 @@ async def throughput(
         "accepted_per_s": round(count / accepted),
         "delivered_per_s": round(count / delivered),
         **cpu.per_message(count),
+        **({"receivers_cpu_us_per_msg": round(receiver_cpu / count * 1e6)} if split else {}),
     }
 
 
