@@ -112,7 +112,8 @@ class Olm:
         self._store.save_account(device.pickle(self._key))
 
     def has_session(self, peer_curve25519: str) -> bool:
-        return bool(self._unsaved_with(peer_curve25519)) or self._store.has_session(peer_curve25519)
+        unsaved = self._unsaved is not None and bool(self._unsaved.get(peer_curve25519))
+        return unsaved or self._store.has_session(peer_curve25519)
 
     @property
     def curve25519(self) -> str:

@@ -85,8 +85,9 @@ def sign(
     `nonce` is for tests, which compare both signers on equal inputs."""
     nonce = secrets.token_urlsafe(16) if nonce is None else nonce
     at = None if "content-digest" in request.headers else httpsig.target(str(request.url))
-    fields = None if at is None else profile_fields(request.method, at, body, origin, key,
-                                                    created_s, nonce)  # fmt: skip
+    fields = None
+    if at is not None:
+        fields = profile_fields(request.method, at, body, origin, key, created_s, nonce)
     if fields is None:
         sign_with_library(request, body, keyid(origin, key.key_id), key, created_s, nonce)
         return
