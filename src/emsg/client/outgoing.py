@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Final
 
 from emsg.client.keyring import Keyring
@@ -71,8 +72,16 @@ class _Run:
     """Consecutive jobs to one recipient, sent together; its replies, once written."""
 
     jobs: list[_Job]
+    envelopes: int
     sends: list[tuple[str, SendRequest]] = field(default_factory=list)
     replies: list[Awaitable[SendResult]] = field(default_factory=list)
+
+    def fits(self, job: _Job) -> bool:
+        return self.envelopes + len(job.envelopes) <= MAX_ENVELOPES_PER_SEND
+
+    def add(self, job: _Job) -> None:
+        self.jobs.append(job)
+        self.envelopes += len(job.envelopes)
 
 
 class Outgoing:
@@ -184,20 +193,19 @@ class Outgoing:
                     self._store.add_message(job.message)
                     if not job.envelopes:  # a note to self with no other device to copy
                         job.finish()
-                    elif runs and runs[-1].jobs[-1].peer == job.peer and _fits(runs[-1], job):
-                        runs[-1].jobs.append(job)
+                    elif runs and runs[-1].jobs[-1].peer == job.peer and runs[-1].fits(job):
+                        runs[-1].add(job)
                     else:
-                        runs.append(_Run([job]))
+                        runs.append(_Run([job], len(job.envelopes)))
             for run in runs:
                 run.sends = self._sender.plan([e for j in run.jobs for e in j.envelopes])
-                ids = [
+                ids = (
                     envelope_id(self._me, self._device_id, txn_id, index)
                     for txn_id, request in run.sends
                     for index in range(len(request.envelopes))
-                ]
+                )
                 for job in run.jobs:
-                    self._store.record_sent(job.message.id, ids[: len(job.envelopes)])
-                    ids = ids[len(job.envelopes) :]
+                    self._store.record_sent(job.message.id, list(islice(ids, len(job.envelopes))))
         return runs
 
     async def _settle(self, runs: list[_Run]) -> None:
@@ -218,7 +226,3 @@ class Outgoing:
             await asyncio.gather(self._pump, return_exceptions=True)
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
-
-
-def _fits(run: _Run, job: _Job) -> bool:
-    return sum(len(j.envelopes) for j in run.jobs) + len(job.envelopes) <= MAX_ENVELOPES_PER_SEND

@@ -29,7 +29,23 @@ def test_hostile_json_is_refused(raw: bytes) -> None:
 def test_nesting_limit_is_exact() -> None:
     assert loads_strict(b"[" * 32 + b"]" * 32) == json.loads("[" * 32 + "]" * 32)
     with pytest.raises(BadJson):
-        loads_strict(b"[" * 34 + b"]" * 34)
+        loads_strict(b"[" * 33 + b"]" * 33)
+
+
+@pytest.mark.parametrize("escaped", [False, True])
+def test_nesting_limit_counts_objects_and_arrays_alike(escaped: bool) -> None:
+    """32 levels pass and 33 do not, on the fast path and on the careful one (a `\\u`
+    escape anywhere sends a document there)."""
+    leaf = '"\\u00e9"' if escaped else "1"
+    for depth, ok in ((32, True), (33, False)):
+        doc = leaf
+        for level in range(depth):
+            doc = f'{{"k":{doc},"n":2}}' if level % 2 else f"[{doc},3]"
+        if ok:
+            assert loads_strict(doc) == json.loads(doc)
+        else:
+            with pytest.raises(BadJson):
+                loads_strict(doc)
 
 
 json_values = st.recursive(
