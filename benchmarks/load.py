@@ -72,6 +72,11 @@ class Receiver:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
+    def expect(self, count: int) -> None:
+        """Count afresh: `done` is set once `count` more messages have arrived."""
+        self.expected, self.received = count, 0
+        self.done.clear()
+
     async def run(self) -> None:
         async for event in self.client.listen():
             if event.message is None:
@@ -134,8 +139,7 @@ async def stop(receivers: list[Receiver]) -> None:
 async def warm_up(senders: list[Client], receivers: list[Receiver]) -> None:
     """Establish the Olm sessions first: the steady state is what is measured."""
     for r in receivers:
-        r.expected, r.received = 1, 0
-        r.done.clear()
+        r.expect(1)
     await asyncio.gather(
         *(
             s.send_text(str(r.client.address), "warm-up")
@@ -227,8 +231,7 @@ async def throughput(
         if other is not None:
             await other.expect(count)
         for r in receivers:
-            r.expected, r.received = count, 0
-            r.done.clear()
+            r.expect(count)
 
     async def all_done() -> tuple[float, float]:
         if other is not None:
@@ -295,8 +298,7 @@ async def latency(
     receiver = receivers[0]
     try:
         await warm_up([sender], receivers)
-        receiver.expected, receiver.received = count, 0
-        receiver.done.clear()
+        receiver.expect(count)
         sent_at: dict[str, float] = {}
         to = str(receiver.client.address)
         tasks = []

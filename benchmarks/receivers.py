@@ -53,8 +53,7 @@ async def main() -> None:
                 answer({"ready": True})
             elif "expect" in command:
                 for r in receivers:
-                    r.expected, r.received = command["expect"], 0
-                    r.done.clear()
+                    r.expect(command["expect"])
                 waiting = asyncio.create_task(report_done())
                 answer({"cpu": time.process_time()})
             elif "quit" in command:

@@ -6,20 +6,10 @@ which is never memoised, parsed and refused again)."""
 from __future__ import annotations
 
 import pytest
+from tests.unit.server.fed_store_kit import envelope_transaction
 
 from emsg.proto.errors import Forbidden, InvalidRequest
-from emsg.proto.federation import FedEvent, FedKind, Transaction
-from emsg.proto.wire import Ciphertext, Envelope
 from emsg.server.federation.inbound import check_transaction
-
-
-def _txn(sender: str, recipient: str = "bob#beta.test") -> Transaction:
-    envelope = Envelope(
-        id="e1", sender=sender, sender_device="DA", recipient=recipient, device_id="DB",
-        ciphertext=Ciphertext(type=1, body="x", sender_key="A" * 43), sent_at=0,
-    )  # fmt: skip
-    event = FedEvent(id="e1", kind=FedKind.ENVELOPE, envelope=envelope)
-    return Transaction(origin="alpha.test", destination="beta.test", events=[event])
 
 
 @pytest.mark.parametrize(
@@ -35,7 +25,7 @@ def _txn(sender: str, recipient: str = "bob#beta.test") -> Transaction:
     ],
 )
 def test_each_verdict_holds_every_time(sender: str, recipient: str, error: type | None) -> None:
-    txn = _txn(sender, recipient)
+    txn = envelope_transaction(sender=sender, recipient=recipient)
     for _ in range(3):
         if error is None:
             check_transaction(txn, "alpha.test", "beta.test")

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 import trustme
+from tests.unit.net.http_kit import (
+    Script,
+    ok,
+    parse_request,
+    reply,
+    serve,
+    stop,
+    tls_server,
+    trusting,
+)
 
 from emsg.proto.errors import Forbidden, RemoteUnavailable, Unauthorized
 from emsg.proto.federation import FEDERATION_PREFIX, Target
@@ -133,50 +141,13 @@ async def test_guard_refuses_loopback_and_never_connects(
 SEND = f"{FEDERATION_PREFIX}/send"
 
 
-@dataclass
-class Peer:
-    """A TLS server on loopback answering each request with the next reply."""
-
-    replies: list[tuple[int, bytes]]
-    connections: int = 0
-    requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
-    writers: list[asyncio.StreamWriter] = field(default_factory=list)
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self.writers.append(writer)
-        try:
-            while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-                line, *fields = head.split("\r\n")
-                headers = {}
-                for f in filter(None, fields):
-                    name, _, value = f.partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                method, target, _ = line.split(" ")
-                self.requests.append((method, target, headers, body))
-                status, content = self.replies.pop(0)
-                writer.write(
-                    b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n\r\n%s"
-                    % (status, len(content), content)
-                )
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        writer.close()
-
-
 async def test_transactions_take_a_kept_alive_lean_connection(tmp_path: Path) -> None:
     ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("fed.beta.test").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
     done = b'{"results":[]}'
     refused = b'{"error":{"code":"forbidden","message":"no"}}'
-    peer = Peer([(200, done), (200, done), (500, b""), (403, refused), (200, b"{"), (200, b"{}")])
-    server = await asyncio.start_server(peer.handle, "127.0.0.1", 0, ssl=server_ctx)
-    port = server.sockets[0].getsockname()[1]
+    peer = Script([ok(done), ok(done), reply(500, b""), reply(403, refused), ok(b"{"), ok(b"{}")])
+    server, port = await serve(peer, tls_server(ca, "fed.beta.test"))
+    client_ctx = trusting(ca)
     ring = SigningKeyring.load(tmp_path, NOW, 7 * DAY)
     resolver = StaticResolver(Target("127.0.0.1", port, "fed.beta.test"))
     transport = GuardedTransport(resolver, client_ctx, allow_private=True)
@@ -184,8 +155,8 @@ async def test_transactions_take_a_kept_alive_lean_connection(tmp_path: Path) ->
     fed = FederationClient("alpha.test", ring, http, FakeClock(NOW), lean=transport)
     try:
         for txn in ("t1", "t2"):
-            reply = await fed.request("PUT", "beta.test", f"{SEND}/{txn}", {"events": []})
-            assert reply == {"results": []}
+            answer = await fed.request("PUT", "beta.test", f"{SEND}/{txn}", {"events": []})
+            assert answer == {"results": []}
         assert peer.connections == 1  # one TLS connection, kept alive
         assert not transport._inner  # httpx was never asked
         with pytest.raises(RemoteUnavailable, match="500"):
@@ -199,14 +170,11 @@ async def test_transactions_take_a_kept_alive_lean_connection(tmp_path: Path) ->
         assert transport._inner
     finally:
         await http.aclose()  # closes the transport, the lean connections with it
-        for writer in peer.writers:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+        await stop(server, peer)
     assert not transport._lean
     # The peer received what was signed: `Host` is the domain, and it verifies.
     public = ring.current(NOW).private.public_key()
-    for method, target, headers, body in peer.requests[:2]:
+    for method, target, headers, body in map(parse_request, peer.requests[:2]):
         assert (method, headers["host"]) == ("PUT", "beta.test")
         assert "accept-encoding" not in headers  # the lean client decodes no gzip
         received = httpx.Request(method, f"https://beta.test{target}", headers=headers)

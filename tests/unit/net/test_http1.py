@@ -7,83 +7,15 @@ import asyncio
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 import pytest
 import trustme
+from tests.unit.net.http_kit import Script, ok, serve, stop, tls_server, trusting
 
 from emsg.client.transport import HttpApi
 from emsg.net.http1 import Http1Client
-
-# A reply written in pieces, the server draining between them.
-Pieces = tuple[bytes, ...]
-
-
-@dataclass
-class Script:
-    """Answers each request with the next reply; `close_after` closes after that many.
-
-    With `hang_up`, the connection then reads one more request and closes without
-    answering it (a server whose idle timer fires as the request arrives)."""
-
-    replies: list[bytes | Pieces]
-    close_after: int = 1_000
-    hang_up: bool = False
-    connections: int = 0
-    requests: list[bytes] = field(default_factory=list)
-    writers: list[asyncio.StreamWriter] = field(default_factory=list)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-async def serve(script: Script, tls: ssl.SSLContext | None = None) -> tuple[asyncio.Server, int]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        script.connections += 1
-        script.writers.append(writer)
-        served = 0
-        try:
-            while served < script.close_after:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    (
-                        int(line.split(b":")[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length")
-                    ),
-                    0,  # httpx sends none with a GET
-                )
-                script.requests.append(head + await reader.readexactly(length))
-                if not script.replies:
-                    await script.done.wait()  # never answers
-                    break
-                reply = script.replies.pop(0)
-                for piece in reply if isinstance(reply, tuple) else (reply,):
-                    writer.write(piece)
-                    await writer.drain()
-                    await asyncio.sleep(0.01 if isinstance(reply, tuple) else 0)
-                served += 1
-            if script.hang_up:
-                await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
-            pass
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls)
-    return server, server.sockets[0].getsockname()[1]
-
-
-async def stop(server: asyncio.Server, script: Script) -> None:
-    """Close the script's connections and the server before the loop ends."""
-    script.done.set()
-    for writer in script.writers:
-        writer.close()
-    server.close()
-    await server.wait_closed()
-
-
-def ok(body: bytes = b'{"ok":true}') -> bytes:
-    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
 
 
 class Start(Protocol):
@@ -231,18 +163,6 @@ async def test_a_configured_proxy_keeps_sends_on_httpx(monkeypatch: pytest.Monke
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
-
-
-def tls_server(ca: trustme.CA, name: str) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(name).configure_cert(ctx)
-    return ctx
-
-
-def trusting(ca: trustme.CA) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return ctx
 
 
 async def test_tls_to_an_address_for_a_name_with_another_host(

@@ -11,11 +11,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from emsg.proto.federation import Backoff
+from emsg.proto.federation import Backoff, FedEvent, FedKind, Transaction
+from emsg.proto.wire import Ciphertext, Envelope
 from emsg.server.federation.ports import FedTx, OutboxItem, OutboxRow, RemoteKey
 from emsg.server.storage.records import StoredTxn
 
 ORIGIN = "alpha.test"
+
+
+def envelope_transaction(
+    k: int = 1, sender: str = "alice#alpha.test", recipient: str = "bob#beta.test"
+) -> Transaction:
+    """A transaction from alpha.test to beta.test of one envelope, `e{k}` sent at `k`."""
+    envelope = Envelope(
+        id=f"e{k}", sender=sender, sender_device="DA", recipient=recipient, device_id="DB",
+        ciphertext=Ciphertext(type=1, body="x", sender_key="A" * 43), sent_at=k,
+    )  # fmt: skip
+    event = FedEvent(id=f"e{k}", kind=FedKind.ENVELOPE, envelope=envelope)
+    return Transaction(origin=ORIGIN, destination="beta.test", events=[event])
 
 
 def _items(r: int) -> list[OutboxItem]:

@@ -16,11 +16,10 @@ import httpx
 import pytest
 from sqlalchemy import ClauseElement, Engine, create_engine, event, select
 from sqlalchemy.engine import Connection
-from tests.unit.server.fed_store_kit import exercise, expected_round_zero
+from tests.unit.server.fed_store_kit import envelope_transaction, exercise, expected_round_zero
 
 from emsg.proto.errors import TxnConflict, Unauthorized
-from emsg.proto.federation import FedEvent, FedKind, RetryPolicy, Transaction
-from emsg.proto.wire import Ciphertext, Envelope
+from emsg.proto.federation import RetryPolicy
 from emsg.server.clock import FakeClock
 from emsg.server.fanout import LocalNotifier
 from emsg.server.federation import sqlstore
@@ -104,15 +103,6 @@ async def test_fed_repositories_match_sqlalchemy_and_run_planned(
 # --- the two hot paths, end to end on a real SQLite unit of work -------------------
 
 
-def _txn(k: int, recipient: str = "bob#beta.test") -> Transaction:
-    envelope = Envelope(
-        id=f"e{k}", sender="alice#alpha.test", sender_device="DA", recipient=recipient,
-        device_id="DB", ciphertext=Ciphertext(type=1, body="x", sender_key="A" * 43), sent_at=k,
-    )  # fmt: skip
-    event = FedEvent(id=f"e{k}", kind=FedKind.ENVELOPE, envelope=envelope)
-    return Transaction(origin="alpha.test", destination="beta.test", events=[event])
-
-
 @pytest.fixture
 async def uow(tmp_path: Path) -> AsyncIterator[SqliteUnitOfWork]:
     uow = SqliteUnitOfWork.open(f"sqlite:///{tmp_path / 'beta.sqlite3'}")
@@ -129,8 +119,8 @@ async def test_receiving_a_transaction_runs_on_plans(uow: SqliteUnitOfWork) -> N
     slow = slow_statements(uow._writer, uow._reader)
     for k in range(4):
         slow.clear()
-        got = await inbound.receive(Signed("alpha.test", f"alpha.test/n{k}"), f"t{k}", _txn(k),
-                                    f"h{k}")  # fmt: skip
+        signed = Signed("alpha.test", f"alpha.test/n{k}")
+        got = await inbound.receive(signed, f"t{k}", envelope_transaction(k), f"h{k}")
         assert got.result == {"txn_id": f"t{k}", "results": [{"id": f"e{k}"}]}
         assert got.woken == ["DB"]
         if k >= 1:  # the first saw each statement once, and ran the hourly prune
@@ -138,12 +128,18 @@ async def test_receiving_a_transaction_runs_on_plans(uow: SqliteUnitOfWork) -> N
 
     # Idempotency, conflicts and replays behave as before, and also run planned.
     slow.clear()
-    again = await inbound.receive(Signed("alpha.test", "alpha.test/m1"), "t1", _txn(1), "h1")
+    again = await inbound.receive(
+        Signed("alpha.test", "alpha.test/m1"), "t1", envelope_transaction(1), "h1"
+    )
     assert (again.result, again.woken) == ({"txn_id": "t1", "results": [{"id": "e1"}]}, [])
     with pytest.raises(TxnConflict):
-        await inbound.receive(Signed("alpha.test", "alpha.test/m2"), "t1", _txn(9), "other")
+        await inbound.receive(
+            Signed("alpha.test", "alpha.test/m2"), "t1", envelope_transaction(9), "other"
+        )
     with pytest.raises(Unauthorized):
-        await inbound.receive(Signed("alpha.test", "alpha.test/n3"), "t9", _txn(9), "h9")
+        await inbound.receive(
+            Signed("alpha.test", "alpha.test/n3"), "t9", envelope_transaction(9), "h9"
+        )
     assert slow == []
     async with uow.read() as tx:
         assert [e.pos for e in await tx.events.after("DB", 0, 100)] == [1, 2, 3, 4]

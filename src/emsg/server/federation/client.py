@@ -130,8 +130,6 @@ class FederationClient:
         the same errors."""
         try:
             reply = await lean.send_lean(destination, method, target, authority, headers, content)
-        except EmsgError:
-            raise
         except (httpx.HTTPError, OSError, ValueError) as exc:
             raise RemoteUnavailable(f"{destination}: {type(exc).__name__}: {exc}") from None
         return _reply(reply.status, reply.content)
