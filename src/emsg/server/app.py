@@ -14,9 +14,9 @@ from emsg.server.clock import Clock, SystemClock
 from emsg.server.fanout import LocalNotifier, Notifier
 from emsg.server.federation import routes as federation_routes
 from emsg.server.http import routes_accounts, routes_contacts, routes_devices, routes_messages
+from emsg.server.http.edge import HomeserverApp
 from emsg.server.http.errors import install_error_handlers, install_openapi
 from emsg.server.http.middleware import MetricsMiddleware, StrictBodyMiddleware
-from emsg.server.http.stream import StreamEndpoint
 from emsg.server.metrics import Metrics
 from emsg.server.services import Services
 from emsg.server.settings import Settings
@@ -28,7 +28,7 @@ def create_app(
     clock: Clock | None = None,
     notifier: Notifier | None = None,
     federation_transport: httpx.AsyncBaseTransport | None = None,
-) -> FastAPI:
+) -> HomeserverApp:
     clock = clock or SystemClock()
     metrics = Metrics()
 
@@ -44,7 +44,10 @@ def create_app(
         finally:
             await services.close()
 
-    app = FastAPI(
+    app = HomeserverApp(
+        prefix=API_PREFIX,
+        metrics=metrics,
+        max_body=settings.limits.max_body_bytes,
         title="EMSG homeserver client API",
         version="1",
         description="The client API of docs/protocol.md. Errors are "
@@ -67,8 +70,7 @@ def create_app(
     async def metrics_endpoint() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    app.add_middleware(routes_messages.FastSend, prefix=API_PREFIX)  # innermost
+    # Sends and the stream are served in front of these (`HomeserverApp`).
     app.add_middleware(StrictBodyMiddleware, max_body=settings.limits.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(StreamEndpoint, path=f"{API_PREFIX}/stream")  # outermost
     return app

@@ -58,3 +58,35 @@ async def test_sync_acknowledges(client: httpx.AsyncClient) -> None:
     assert [e["pos"] for e in again["events"]] == pos[1:]
     assert (await bob.sync(since=got["next"]))["events"] == []
     assert (await bob.sync())["events"] == []  # acknowledged events are gone
+
+
+def _count(metrics: str, route: str, status: int) -> float:
+    for line in metrics.splitlines():
+        if line.startswith("emsg_http_requests_total{") and (
+            f'route="{route}"' in line and f'status="{status}"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_sends_are_counted_by_route_on_every_path(client: httpx.AsyncClient) -> None:
+    """Served in front of FastAPI (a plain send), by the route (a bad token, a body
+    that does not validate) or refused before routing (a body over the cap): each
+    is counted once, with the route template or as unmatched, as /metrics says."""
+    alice, bob = await register(client, "alice"), await register(client, "bob")
+    route = "/send/{txn_id}"  # the template as FastAPI's routing names it
+    assert (await alice.send("m1", bob)).status_code == 200
+    assert (await alice.send("m2", bob)).status_code == 200
+    resp = await client.put(
+        "/_emsg/v1/send/m3", json={"envelopes": []}, headers={"Authorization": "Bearer nope"}
+    )
+    assert (resp.status_code, code(resp)) == (401, "unauthorized")
+    resp = await alice.put("/send/m4", {"envelopes": "no"})
+    assert (resp.status_code, code(resp)) == (400, "invalid_request")
+    resp = await alice.put("/send/m5", {"pad": "x" * 2_000_000})
+    assert (resp.status_code, code(resp)) == (413, "payload_too_large")
+    metrics = (await client.get("/metrics")).text
+    assert _count(metrics, route, 200) == 2
+    assert _count(metrics, route, 401) == 1
+    assert _count(metrics, route, 400) == 1
+    assert _count(metrics, "unmatched", 413) == 1

@@ -71,7 +71,7 @@ class StrictBodyMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._read(scope, receive)
+            body, _ = await read_checked_body(scope, receive, self.max_body)
         except EmsgError as exc:
             await send_error(send, exc)
             return
@@ -86,38 +86,42 @@ class StrictBodyMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _read(self, scope: Scope, receive: Receive) -> bytes:
-        length_text = _header(scope, b"content-length")
-        chunked = _header(scope, b"transfer-encoding") is not None
-        if length_text is not None:
-            if not length_text.isdigit():
-                raise InvalidRequest("Content-Length is not a number")
-            if int(length_text) > self.max_body:
-                raise PayloadTooLarge(f"the body exceeds {self.max_body} bytes")
-        has_body = chunked or (length_text is not None and int(length_text) > 0)
-        if has_body and not _is_json(_header(scope, b"content-type")):
-            raise UnsupportedMediaType("the body must be application/json")
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break  # the client went away; the app will see the disconnect
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise PayloadTooLarge(f"the body exceeds {self.max_body} bytes")
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        if body:
-            if not _is_json(_header(scope, b"content-type")):
-                raise UnsupportedMediaType("the body must be application/json")
-            loads_strict(body)  # raises BadJson; FastAPI parses again, knowing it is sound
-        elif has_body:
+
+async def read_checked_body(scope: Scope, receive: Receive, max_body: int) -> tuple[bytes, Any]:
+    """The whole body and its parsed JSON (None if empty), or the `EmsgError` that
+    refuses it: a size over `max_body` before it is buffered, another media type,
+    JSON that `loads_strict` refuses."""
+    length_text = _header(scope, b"content-length")
+    chunked = _header(scope, b"transfer-encoding") is not None
+    if length_text is not None:
+        if not length_text.isdigit():
+            raise InvalidRequest("Content-Length is not a number")
+        if int(length_text) > max_body:
+            raise PayloadTooLarge(f"the body exceeds {max_body} bytes")
+    has_body = chunked or (length_text is not None and int(length_text) > 0)
+    if has_body and not _is_json(_header(scope, b"content-type")):
+        raise UnsupportedMediaType("the body must be application/json")
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break  # the client went away; the app will see the disconnect
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_body:
+            raise PayloadTooLarge(f"the body exceeds {max_body} bytes")
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if not body:
+        if has_body:
             raise BadJson("empty body")
-        return body
+        return body, None
+    if not _is_json(_header(scope, b"content-type")):
+        raise UnsupportedMediaType("the body must be application/json")
+    return body, loads_strict(body)  # raises BadJson
 
 
 class MetricsMiddleware:

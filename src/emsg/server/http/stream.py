@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pydantic import TypeAdapter, ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from emsg.proto.errors import (
@@ -329,25 +328,6 @@ async def _authenticate(ws: WebSocket, svc: Services) -> tuple[Caller, str, int]
         await ws.close(CLOSE_AUTH)
         return None
     return me, item.token, item.since
-
-
-class StreamEndpoint:
-    """Pure ASGI middleware that serves the stream path in front of the router.
-
-    FastAPI's WebSocket routing keeps three exit stacks and a dozen frames alive
-    for as long as a socket is open (about 8 KiB per idle connection); the stream
-    needs none of it. Everything else passes through.
-    """
-
-    def __init__(self, app: ASGIApp, path: str) -> None:
-        self.app = app
-        self.path = path
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == self.path:
-            await stream(WebSocket(scope, receive, send))
-        else:
-            await self.app(scope, receive, send)
 
 
 async def stream(ws: WebSocket) -> None:
