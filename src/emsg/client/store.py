@@ -326,6 +326,11 @@ class ProfileStore:
         return cached
 
     def has_session(self, peer_key: str) -> bool:
+        # Sessions are only ever added (`reset_device` aside, which makes a new
+        # device and is checked for by every transaction): a peer known to have one
+        # still has one, with no `PRAGMA data_version` per message sent.
+        if self._sessions.get(peer_key):
+            return True
         return bool(self._session_list(peer_key))
 
     def load_sessions(self, peer_key: str) -> list[tuple[str, str]]:

@@ -191,3 +191,24 @@ def test_writes_deferred_to_commit_are_committed_or_discarded(tmp_path: Path) ->
     again = ProfileStore.open(tmp_path, PASS)
     assert again.load_sessions("peer") == [("s1", "written at commit")]
     again.close()
+
+
+def test_has_session_sees_other_writers_and_forgets_rolled_back_sessions(tmp_path: Path) -> None:
+    one = make(tmp_path)
+    two = ProfileStore.open(tmp_path, PASS)
+    assert not one.has_session("peer")
+    two.save_session("peer", "s1", "made by another process on this profile")
+    assert one.has_session("peer")  # not cached as absent
+
+    def save_then_fail() -> None:
+        with one.transaction():
+            one.save_session("other", "s2", "never committed")
+            assert one.has_session("other")
+            raise RuntimeError("roll back")
+
+    with pytest.raises(RuntimeError, match="roll back"):
+        save_then_fail()
+    assert not one.has_session("other")
+    assert not two.has_session("other")
+    one.close()
+    two.close()
