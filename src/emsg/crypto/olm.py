@@ -46,7 +46,6 @@ from emsg.proto.errors import EmsgError
 from emsg.proto.jsoncodec import loads_strict
 from emsg.proto.wire import (
     MAX_CIPHERTEXT,
-    Ciphertext,
     ClaimedDevice,
     Envelope,
     OutgoingEnvelope,
@@ -215,15 +214,18 @@ class Olm:
             # one keeps the unused message key, a gap its receiver skips over).
             raise ContentRejected(f"too large to send: {len(text)} > {MAX_CIPHERTEXT} characters")
         self._save_session(listed.curve25519, session)
-        # Built from values made here, not parsed: no validation to pay for.
-        return OutgoingEnvelope.model_construct(
-            to=peer.address,
-            device_id=device_id,
-            ciphertext=Ciphertext.model_construct(
-                type=0 if message_type == PRE_KEY else 1,
-                body=text,
-                sender_key=self.curve25519,
-            ),
+        # Validated from a plain dict: pydantic-core does that in 2.6 us where
+        # `model_construct` of the two models, which checks nothing, takes 4.9.
+        return OutgoingEnvelope.model_validate(
+            {
+                "to": peer.address,
+                "device_id": device_id,
+                "ciphertext": {
+                    "type": 0 if message_type == PRE_KEY else 1,
+                    "body": text,
+                    "sender_key": self.curve25519,
+                },
+            }
         )
 
     # --- receiving -----------------------------------------------------------------

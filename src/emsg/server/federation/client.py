@@ -108,8 +108,6 @@ class FederationClient:
                 raw = await read_limited(response, MAX_REPLY_BYTES)
             finally:
                 await response.aclose()
-        except EmsgError:
-            raise
         except (httpx.HTTPError, OSError, ValueError) as exc:
             raise RemoteUnavailable(
                 f"{request.extensions.get(DOMAIN_EXTENSION)}: {type(exc).__name__}: {exc}"
