@@ -26,15 +26,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: find benchmarks/
 
-from benchmarks.load import latency, throughput
+from benchmarks.load import latency, processor, throughput
 
 from emsg.testing.tls import federation
 
 
 async def main(args: argparse.Namespace) -> None:
     results: dict[str, Any] = {
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        "machine": f"{processor()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         # Anything else running on the machine shows in the tail: say so in the figures.
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
