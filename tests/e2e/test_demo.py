@@ -3,9 +3,10 @@ starts its own homeserver and tells the whole friend-and-chat story with the CLI
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
+
+from test_cli_story import _env
 
 from emsg.testing import free_port
 
@@ -13,9 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_readme_demo_runs_the_story_and_leaves_no_clear_text() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMSG_")}
-    env["EMSG_DEMO_PORT"] = str(free_port())
-    env["COLUMNS"] = "200"
+    env = {**_env(password=None), "EMSG_DEMO_PORT": str(free_port())}
     done = subprocess.run(
         ["bash", str(ROOT / "scripts" / "demo")],
         env=env,
