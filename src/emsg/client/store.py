@@ -12,7 +12,8 @@ Durability: WAL with `synchronous=NORMAL`. A commit is in the WAL file before it
 returns, so it survives the process crashing or being killed at any point; only
 an operating-system crash or power cut can lose the newest commits (the database
 stays consistent either way). `synchronous=FULL` would add an fsync to every
-commit: several times the CPU and wall time of the whole message.
+commit: several times the CPU and wall time of the whole message. Checkpoints,
+which do fsync, run in a worker thread (`checkpoint.py`), not in a commit.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from emsg.client.checkpoint import WAL_BACKSTOP_PAGES, WalCheckpointer
 from emsg.client.errors import NoProfile, ProfileExists
 from emsg.client.models import Direction, Message
 from emsg.crypto.keys import KdfParams, ProfileKeys, new_salt
@@ -82,6 +84,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
     conn.execute("PRAGMA foreign_keys=ON")
+    # Checkpoints run in a worker (see checkpoint.py); this is only the backstop.
+    conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
     return conn
 
 
@@ -93,6 +97,7 @@ class ProfileStore:
         self.keys = keys
         self.path = path
         self._depth = 0
+        self.checkpointer = WalCheckpointer(path)
         self._address: str | None = None  # fixed when the profile is created
         # peer key -> its sessions' pickles, most recently used first. Every message
         # reads them, so they are kept in memory for as long as no other connection
@@ -180,6 +185,7 @@ class ProfileStore:
                     self._conn.execute(statement)
 
     def close(self) -> None:
+        self.checkpointer.close()
         self._conn.close()
 
     @contextmanager
@@ -200,6 +206,7 @@ class ProfileStore:
             while self._before_commit:
                 self._before_commit.pop(0)()
             self._conn.execute("COMMIT")
+            self.checkpointer.committed()
         except BaseException:
             if self._conn.in_transaction:  # a failed COMMIT may have ended it already
                 self._conn.execute("ROLLBACK")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from emsg.client import Message, NoProfile, ProfileExists, WrongPassphrase
+from emsg.client.checkpoint import WalCheckpointer
 from emsg.client.store import DB_NAME, PinnedContact, ProfileStore
 from emsg.crypto.device import Device
 from emsg.crypto.identity import IdentityKey, seal_identity
@@ -212,3 +213,29 @@ def test_has_session_sees_other_writers_and_forgets_rolled_back_sessions(tmp_pat
     assert not two.has_session("other")
     one.close()
     two.close()
+
+
+def test_commits_leave_wal_checkpoints_to_the_worker(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    store.checkpointer = WalCheckpointer(store.path, every_commits=10**9)  # never starts
+    wal = store.path.with_name(DB_NAME + "-wal")
+    body = "x" * 3000  # sealed, about one page per message
+    for i in range(1500):
+        with store.transaction():
+            store.add_message(Message(f"m{i}", "a#a.example", "b#b.example", body, i, None, "out"))
+    # SQLite's own threshold (1,000 pages) would have checkpointed inside a commit and
+    # started the WAL over; the store keeps it only as a far larger backstop.
+    assert wal.stat().st_size > 1500 * 4096
+
+    store.checkpointer = WalCheckpointer(store.path, every_commits=1, interval_s=0)
+    with store.transaction():
+        store.set_token("tok")
+    store.checkpointer.wait()
+    assert store.checkpointer.last_result is not None
+    busy, frames, copied = store.checkpointer.last_result
+    assert busy == 0
+    assert frames == copied > 1500
+    store.close()
+    again = ProfileStore.open(tmp_path, PASS)
+    assert len(again.history()) == 1500
+    again.close()
