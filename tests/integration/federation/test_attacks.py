@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from tests.integration.federation.fed_kit import Home, homes
 from tests.integration.server.server_kit import User, code
 
@@ -240,3 +241,54 @@ async def test_a_domain_on_loopback_is_refused_without_connecting(tmp_path: Path
             assert (await alice.send("e1", victim)).status_code == 200
             await asyncio.sleep(0.3)  # a few retry rounds of the queue
     assert connections == 0
+
+
+async def test_the_fast_path_answers_as_the_route_does(tmp_path: Path, clock: FakeClock) -> None:
+    """`HomeserverApp` serves a valid transaction before FastAPI's stack; every other
+    request must get the very answer the route gives (its order: signature, then
+    body), and be counted under the route's label."""
+    async with homes(tmp_path, "alpha.test", "beta.test", clock=clock) as (routes, (alpha, beta)):
+        bob = await beta.register("bob")
+        ring = alpha.services.federation.keyring
+        app = beta.app
+
+        async def route_only(scope: Any, receive: Any, send: Any) -> None:
+            scope["app"] = app
+            await FastAPI.__call__(app, scope, receive, send)
+
+        behind = httpx.ASGITransport(app=route_only)
+        good = envelope_txn("alice#alpha.test", bob)
+        bad_body = {**good, "events": "not a list"}
+        cases = {
+            "bad body": lambda: forge(ring, clock, bad_body),
+            "bad signature and bad body": lambda: forge(
+                None, clock, bad_body, key=new_key(clock.now_ms(), 86_400_000)
+            ),
+            "bad transaction id": lambda: forge(
+                ring, clock, good, url="https://beta.test" + SEND + "/" + "x" * 300
+            ),
+            "unsigned": lambda: httpx.Request("PUT", "https://beta.test" + SEND + "/t9", json=good),
+        }
+        before = state(beta, tmp_path)
+        for name, make in cases.items():
+            fast = await deliver(routes, make())
+            slow = await behind.handle_async_request(make())
+            await slow.aread()
+            assert (fast.status_code, code(fast)) == (slow.status_code, code(slow)), name
+            assert fast.status_code in (400, 401), name
+        assert state(beta, tmp_path) == before
+
+        served = await deliver(routes, forge(ring, clock, good, url=good_url(clock)))
+        assert served.status_code == 200, served.content
+        assert [r["id"] for r in served.json()["results"]] == [good["events"][0]["id"]]
+        metrics = (await beta.client.get("/metrics")).text
+        label = 'route="/_emsg/v1/federation/send/{txn_id}"'
+        counted = [
+            line for line in metrics.splitlines() if line.startswith("emsg_http_requests_total")
+        ]
+        for status in ("200", "400", "401"):
+            assert any(label in line and f'status="{status}"' in line for line in counted), status
+
+
+def good_url(clock: FakeClock) -> str:
+    return f"https://beta.test{SEND}/t{clock.now_ms()}"

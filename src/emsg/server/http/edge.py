@@ -1,14 +1,16 @@
-"""The homeserver's ASGI app: its two hot paths served in front of FastAPI's stack.
+"""The homeserver's ASGI app: its hot paths served in front of FastAPI's stack.
 
-A send and the stream are nearly all of a busy server's traffic. Through FastAPI
-each request passes its error, telemetry and body-limit middleware and ours
-before the route; the stream needs none of that (FastAPI's WebSocket routing
-also keeps about 8 KiB of frames alive per idle socket), and a send whose token
-is valid and whose body validates needs only the body checks, the metrics and
-the service. So `HomeserverApp.__call__` takes those two first, and everything
-else, including every send it does not serve itself (no or a bad token, a body
-that does not validate), goes through FastAPI, whose route stays the one
-definition of the API, its OpenAPI and its error replies.
+A send and the stream are nearly all of a busy server's traffic, and a
+federation transaction is every message between servers. Through FastAPI each
+request passes its error, telemetry and body-limit middleware and ours, the
+route matching and the dependency machinery before the route; the stream needs
+none of that (FastAPI's WebSocket routing also keeps about 8 KiB of frames alive
+per idle socket), and a send whose token (or a transaction whose signature) is
+valid and whose body validates needs only the body checks, the metrics and the
+service. So `HomeserverApp.__call__` takes those first, and everything else,
+including every send it does not serve itself (no or a bad token, a body that
+does not validate), goes through FastAPI, whose route stays the one definition
+of the API, its OpenAPI and its error replies.
 """
 
 from __future__ import annotations
@@ -22,13 +24,17 @@ from typing import Any, Final
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from emsg.proto.errors import EmsgError, InternalError
+from emsg.proto.federation import FEDERATION_PREFIX, Transaction
 from emsg.proto.ids import TxnId
+from emsg.proto.jsoncodec import dumps
 from emsg.proto.wire import SendRequest
+from emsg.server.federation import routes as federation_routes
 from emsg.server.http import routes_messages
 from emsg.server.http.errors import error_response
 from emsg.server.http.middleware import read_checked_body, send_error
@@ -42,28 +48,31 @@ _JSON_HEADERS: Final = (b"content-type", b"application/json")
 
 
 class HomeserverApp(FastAPI):
-    """FastAPI, with `PUT {prefix}/send/{txn_id}` and the stream served first."""
+    """FastAPI, with `PUT {prefix}/send/{txn_id}`, the stream and the federation's
+    `PUT .../send/{txn_id}` served first."""
 
     def __init__(self, *, prefix: str, metrics: Metrics, max_body: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._send_prefix = f"{prefix}/send/"
         self._stream_path = f"{prefix}/stream"
-        # Labelled as the metrics middleware labels the route's own requests.
-        route = next(
-            r for r in routes_messages.router.routes if isinstance(r, APIRoute) and r.name == "send"
-        )
-        self._fast = _FastSend(metrics, max_body, route.path)
+        # Labelled as the metrics middleware labels the routes' own requests.
+        self._fast: dict[str, _FastRoute] = {
+            f"{prefix}/send/": _FastSend(metrics, max_body, _path(routes_messages, "send")),
+            f"{FEDERATION_PREFIX}/send/": _FastTransaction(
+                metrics, max_body, _path(federation_routes, "receive")
+            ),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http" and scope["method"] == "PUT":
             path: str = scope["path"]
-            txn_id = path[len(self._send_prefix) :]
-            if path.startswith(self._send_prefix) and txn_id and "/" not in txn_id:
-                scope["app"] = self
-                services: Services = self.state.services
-                await self._fast(services, txn_id, scope, receive, send, super().__call__)
-                return
+            for prefix, fast in self._fast.items():
+                txn_id = path[len(prefix) :]
+                if path.startswith(prefix) and txn_id and "/" not in txn_id:
+                    scope["app"] = self
+                    services: Services = self.state.services
+                    await fast(services, txn_id, scope, receive, send, super().__call__)
+                    return
         elif kind == "websocket" and scope["path"] == self._stream_path:
             scope["app"] = self
             await stream(WebSocket(scope, receive, send))
@@ -74,9 +83,14 @@ class HomeserverApp(FastAPI):
 Fallback = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class _FastSend:
-    """The plain success path of the `send` route, checked in the route's order:
-    body, token, body model, rate limit, transaction id, service."""
+def _path(module: Any, name: str) -> str:
+    route = next(r for r in module.router.routes if isinstance(r, APIRoute) and r.name == name)
+    return str(route.path)
+
+
+class _FastRoute:
+    """A route's plain success path: the body read and checked as the middleware
+    does, the route's metrics, and `_try` for the rest."""
 
     def __init__(self, metrics: Metrics, max_body: int, route: str) -> None:
         self._metrics = metrics
@@ -103,7 +117,7 @@ class _FastSend:
             self._metrics.requests.labels("unmatched", "PUT", str(exc.status)).inc()
             self._metrics.latency.labels("unmatched").observe(time.perf_counter() - start)
             return
-        reply = await self._try(svc, txn_id, scope, value)
+        reply = await self._try(svc, txn_id, scope, value, body)
         if reply is None:
             await fallback(scope, _replay(body, receive), send)
             return
@@ -124,10 +138,20 @@ class _FastSend:
         self._latency.observe(time.perf_counter() - start)
 
     async def _try(
-        self, svc: Services, txn_id: str, scope: Scope, value: Any
+        self, svc: Services, txn_id: str, scope: Scope, value: Any, body: bytes
     ) -> bytes | Response | None:
         """The reply's body, an error reply, or None where the route is to answer
         (with the same checks, in its own order)."""
+        raise NotImplementedError
+
+
+class _FastSend(_FastRoute):
+    """The client's send, checked in the route's order: body, token, body model,
+    rate limit, transaction id, service."""
+
+    async def _try(
+        self, svc: Services, txn_id: str, scope: Scope, value: Any, body: bytes
+    ) -> bytes | Response | None:
         token = _bearer_token(scope)
         if token is None or value is None:
             return None
@@ -147,6 +171,38 @@ class _FastSend:
             return error_response(InternalError("internal error; nothing was committed"))
         # The service builds a plain dict; pydantic's re-validation is skipped here.
         return json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class _FastTransaction(_FastRoute):
+    """A peer server's transaction (`federation/routes.py`, `receive`), checked in
+    the route's order: body, signature (the route's dependency, whose refusal is
+    the route's answer whatever the body), body model, transaction id, service."""
+
+    async def _try(
+        self, svc: Services, txn_id: str, scope: Scope, value: Any, body: bytes
+    ) -> bytes | Response | None:
+        federation = svc.federation
+        if federation is None or value is None:
+            return None
+        try:
+            signed = await federation.auth.verify(
+                federation_routes.as_message(Request(scope)), body
+            )
+        except EmsgError as exc:
+            return error_response(exc)
+        try:
+            txn = Transaction.model_validate(value)
+            txn_value = TxnId.parse(txn_id).value
+        except (EmsgError, ValueError, ValidationError):
+            return None
+        try:
+            result = await federation.receive(signed, txn_value, txn, body)
+        except EmsgError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("unhandled error on PUT %s", scope["path"])
+            return error_response(InternalError("internal error; nothing was committed"))
+        return dumps(result)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
