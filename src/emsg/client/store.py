@@ -13,7 +13,8 @@ returns, so it survives the process crashing or being killed at any point; only
 an operating-system crash or power cut can lose the newest commits (the database
 stays consistent either way). `synchronous=FULL` would add an fsync to every
 commit: several times the CPU and wall time of the whole message. Checkpoints,
-which do fsync, run in a worker thread (`checkpoint.py`), not in a commit.
+which do fsync, run in a worker thread (`emsg/sqlite_checkpoint.py`), not in a
+commit.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from emsg.client.checkpoint import WAL_BACKSTOP_PAGES, WalCheckpointer
 from emsg.client.errors import NoProfile, ProfileExists
 from emsg.client.models import Direction, Message
 from emsg.crypto.keys import KdfParams, ProfileKeys, new_salt
+from emsg.sqlite_checkpoint import WalCheckpointer
 
 DB_NAME: Final = "emsg.sqlite3"
 SCHEMA_VERSION: Final = 1
@@ -78,14 +79,20 @@ def _pinned(row: tuple[Any, ...]) -> PinnedContact:
     return PinnedContact(address, state, identity_key, bool(verified), message, since)
 
 
+# The connection's own checkpoint threshold (16 MiB of WAL): reached only when the
+# worker falls far behind, or when many short-lived processes (one `emsg send` each)
+# write to a profile and none of them commits often enough to start the worker.
+_WAL_BACKSTOP_PAGES: Final = 4_096
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN IMMEDIATE ourselves (see `transaction`).
     conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
     conn.execute("PRAGMA foreign_keys=ON")
-    # Checkpoints run in a worker (see checkpoint.py); this is only the backstop.
-    conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
+    # Checkpoints run in a worker (`WalCheckpointer`); this is only the backstop.
+    conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_BACKSTOP_PAGES}")
     return conn
 
 

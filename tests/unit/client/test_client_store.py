@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from emsg.client import Message, NoProfile, ProfileExists, WrongPassphrase
-from emsg.client.checkpoint import WalCheckpointer
 from emsg.client.store import DB_NAME, PinnedContact, ProfileStore
 from emsg.crypto.device import Device
 from emsg.crypto.identity import IdentityKey, seal_identity
 from emsg.crypto.keys import FAST_KDF_FOR_TESTS
+from emsg.sqlite_checkpoint import WalCheckpointer
 
 PASS = "correct horse battery"
 MARKER = "PLAINTEXT-MARKER-4f1c"

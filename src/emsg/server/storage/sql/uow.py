@@ -38,6 +38,7 @@ from emsg.server.storage.sql.repos import (
 )
 from emsg.server.storage.sql.repos_contacts import SqlBlocks, SqlContacts
 from emsg.server.storage.sql.repos_queue import SqlEvents, SqlHeld, SqlTxns
+from emsg.sqlite_checkpoint import WalCheckpointer
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger("emsg.server.storage")
@@ -87,10 +88,6 @@ def _upgrade(sync_conn: Connection) -> None:
 
 # The writer checkpoints only if the background checkpointer falls far behind.
 _WAL_BACKSTOP_PAGES: Final = 16_384
-# A checkpoint costs two fsyncs whatever it copies, and pages written by many
-# commits are copied once: so at most one a second, once a few commits are in.
-_CHECKPOINT_EVERY_COMMITS: Final = 200
-_CHECKPOINT_INTERVAL_S: Final = 1.0
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -105,52 +102,9 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     # A checkpoint fsyncs; done by a commit it would stall the event loop (about
-    # 100 us per commit, amortised). `_Checkpointer` does it in a worker thread.
+    # 100 us per commit, amortised). `WalCheckpointer` does it in a worker thread.
     cursor.execute(f"PRAGMA wal_autocheckpoint={_WAL_BACKSTOP_PAGES}")
     cursor.close()
-
-
-class _Checkpointer:
-    """Copies the WAL into the database file from a worker thread, every so many commits."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._commits = 0
-        self._last = float("-inf")
-        self._task: asyncio.Task[None] | None = None
-        self._conn: sqlite3.Connection | None = None
-
-    def committed(self) -> None:
-        self._commits += 1
-        if self._commits < _CHECKPOINT_EVERY_COMMITS or self._task is not None:
-            return
-        loop = asyncio.get_running_loop()
-        if loop.time() - self._last < _CHECKPOINT_INTERVAL_S:
-            return
-        self._commits = 0
-        self._last = loop.time()
-        self._task = loop.create_task(self._run())
-
-    async def _run(self) -> None:
-        try:
-            await asyncio.to_thread(self._checkpoint, "PASSIVE")
-        except sqlite3.Error:
-            log.exception("WAL checkpoint failed; the writer's backstop will do it")
-        finally:
-            self._task = None
-
-    def _checkpoint(self, mode: str) -> None:
-        if self._conn is None:
-            # Used by one thread at a time (one checkpoint runs at once).
-            self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA busy_timeout=10000")
-        self._conn.execute(f"PRAGMA wal_checkpoint({mode})")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._conn is not None:
-            self._conn.close()
 
 
 class SqliteUnitOfWork:
@@ -163,7 +117,7 @@ class SqliteUnitOfWork:
         self._writer_driver = driver
         self._write_lock = asyncio.Lock()
         self._reader = engine.connect()
-        self._checkpointer = _Checkpointer(path)
+        self._checkpointer = WalCheckpointer(Path(path))
         self._plans = PlanCache()
 
     @classmethod
@@ -220,7 +174,7 @@ class SqliteUnitOfWork:
 
     async def close(self) -> None:
         async with self._write_lock:
-            await self._checkpointer.close()
+            await asyncio.to_thread(self._checkpointer.close)  # waits for one under way
             self._writer.close()
             self._reader.close()
             self._engine.dispose()

@@ -1,15 +1,16 @@
-"""WAL checkpoints for the profile store, in a worker thread.
+"""WAL checkpoints of a SQLite database, in a worker thread.
 
 SQLite's automatic checkpoint runs inside the COMMIT that crosses its threshold
 (1,000 pages), on the caller's thread: with `synchronous=NORMAL` it fsyncs the WAL
-and the database, so every few hundred messages one commit stalled the client's
-event loop for milliseconds (the latency benchmark's p99 doubled). The store's
-connection only keeps a far larger threshold as a backstop; this copies the WAL
-into the database from a thread of its own, on its own connection, at most once
-a second and only once some commits have accumulated (a checkpoint costs its two
-fsyncs however little it copies). A PASSIVE checkpoint never blocks writers, this
-process's or another one's on the same profile. The server does the same for its
-database (`emsg/server/storage/sql/uow.py`).
+and the database, so every few hundred commits one of them stalled the event loop
+for milliseconds. The homeserver's database and every client profile store keep
+that threshold only as a far larger backstop on their own connection; this copies
+the WAL into the database from a thread of its own, on its own connection, at
+most once a second and only once some commits have accumulated (a checkpoint
+costs its two fsyncs however little it copies). A PASSIVE checkpoint never blocks
+writers, this process's or another one's on the same file.
+
+Shared by `emsg.server` and `emsg.client`, so it imports neither.
 """
 
 from __future__ import annotations
@@ -19,19 +20,16 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Final
 
 log = logging.getLogger(__name__)
 
-# The store connection's own threshold (16 MiB of WAL): reached only when the worker
-# falls far behind, or when many short-lived processes (one `emsg send` each) write
-# to a profile and none of them commits often enough to start the worker.
-WAL_BACKSTOP_PAGES: Final = 4_096
-
 
 class WalCheckpointer:
-    """Call `committed()` after each commit; `close()` before the store closes."""
+    """Call `committed()` after each commit; `close()` before the database closes.
+    A checkpoint at most every `every_commits` commits and `interval_s` seconds."""
 
+    # A checkpoint costs two fsyncs whatever it copies, and pages written by many
+    # commits are copied once: so at most one a second, once a few commits are in.
     def __init__(self, path: Path, every_commits: int = 200, interval_s: float = 1.0) -> None:
         self._path = path
         self._every = every_commits
@@ -68,7 +66,7 @@ class WalCheckpointer:
             row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.last_result = (int(row[0]), int(row[1]), int(row[2]))
         except sqlite3.Error:
-            log.exception("WAL checkpoint failed; the store's backstop will do it")
+            log.exception("WAL checkpoint of %s failed; the backstop will do it", self._path)
 
     def wait(self) -> None:
         """Until the checkpoint under way, if any, has finished."""
