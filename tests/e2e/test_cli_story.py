@@ -24,7 +24,7 @@ DOMAIN = "example.test"
 ALICE, BOB, CAROL = f"alice#{DOMAIN}", f"bob#{DOMAIN}", f"carol#{DOMAIN}"
 
 # exit codes, as documented in docs/cli.md
-AUTH, NOT_FOUND, REFUSED, NETWORK = 3, 4, 5, 6
+USAGE, AUTH, NOT_FOUND, REFUSED, NETWORK = 2, 3, 4, 5, 6
 
 
 def _env(password: str | None) -> dict[str, str]:
@@ -118,6 +118,14 @@ class Listener:
                 return dict(event)
         stopped = self.stop(signal.SIGTERM)
         raise AssertionError(f"no message {body!r} within {timeout}s; saw {seen}; {stopped}")
+
+    def wait_status(self, words: str, timeout: float) -> None:
+        """Until a status line on stderr holds `words`."""
+        deadline = time.monotonic() + timeout
+        while not any(words in line for line in self.errors):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no status {words!r} within {timeout}s: {self.errors}")
+            time.sleep(0.1)
 
     def stop(self, sig: signal.Signals) -> tuple[int, str]:
         if self.proc.poll() is None:
@@ -229,6 +237,58 @@ def test_ctrl_c_stops_listen_with_130(server: ServerProcess, tmp_path: Path) -> 
     assert "Traceback" not in stderr
 
 
+def test_listen_says_when_the_homeserver_is_gone_and_goes_on_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    port = free_port()
+    server = ServerProcess(domain=DOMAIN, data=tmp_path / "srv", port=port).start()
+    listener: Listener | None = None
+    try:
+        run(alice, "account", "register", ALICE, "--server", server.url)
+        run(bob, "account", "register", BOB, "--server", server.url)
+        listener = Listener(bob)
+        listener.wait_ready()
+        server.stop()
+        listener.wait_status("lost the homeserver", timeout=30)
+        listener.wait_status("cannot reach the homeserver", timeout=30)
+        server = ServerProcess(domain=DOMAIN, data=tmp_path / "srv", port=port).start()
+        listener.wait_status("connected to the homeserver", timeout=60)
+        run(alice, "send", BOB, "after the restart")
+        listener.next_message("after the restart", timeout=30)
+        code, stderr = listener.stop(signal.SIGTERM)
+        assert code == 0, stderr
+        assert "Traceback" not in stderr
+    finally:
+        if listener is not None:
+            listener.stop(signal.SIGTERM)
+        server.stop()
+
+
+def test_a_message_cannot_drive_the_recipients_terminal(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    run(alice, "account", "register", ALICE, "--server", server.url)
+    run(bob, "account", "register", BOB, "--server", server.url)
+    nasty = "clear\x1b[2J title\x1b]0;pwned\x07 csi\u009b1m flip\u202etxt.exe"
+    listener = Listener(bob)
+    try:
+        listener.wait_ready()
+        run(alice, "send", BOB, nasty)
+        assert listener.next_message(nasty, timeout=30)["body"] == nasty  # JSON: exact
+    finally:
+        listener.stop(signal.SIGTERM)
+    shown = run(bob, "messages", "--with", ALICE).stdout
+    for raw in ("\x1b", "\x07", "\u009b", "\u202e"):
+        assert raw not in shown
+    assert "clear\\x1b[2J title\\x1b]0;pwned\\x07 csi\\x9b1m flip\\u202etxt.exe" in shown
+    listed = run(bob, "messages", "--json").stdout
+    assert "\x1b" not in listed
+    assert "\\u001b[2J" in listed
+    assert [m["body"] for m in json.loads(listed)] == [nasty]
+
+
 def test_expected_failures_are_one_line_with_their_exit_code(
     server: ServerProcess, tmp_path: Path
 ) -> None:
@@ -254,6 +314,50 @@ def test_expected_failures_are_one_line_with_their_exit_code(
     after = run(alice, "account", "whoami", ok=False)
     assert after.returncode == AUTH, after.stderr
     assert len(after.stderr.strip().splitlines()) == 1
+
+
+def test_values_no_request_may_carry_are_refused_before_anything_is_sent(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+
+    # A password under 8 characters: named, never shown; no profile, no account.
+    short = run(alice, "account", "register", ALICE, "--server", server.url, ok=False,
+                password="Sq7shrt")  # fmt: skip
+    assert short.returncode == USAGE, short.stderr
+    one_error_line(short, "invalid_input")
+    assert "password" in short.stderr
+    assert "Sq7shrt" not in short.stderr + short.stdout
+    assert not list(alice.glob("*.sqlite3"))
+    run(alice, "account", "register", ALICE, "--server", server.url)  # the address is free
+    run(bob, "account", "register", BOB, "--server", server.url)
+
+    # A contact request's message over 500 characters.
+    long_note = run(alice, "contact", "add", BOB, "--message", "m" * 501, ok=False)
+    assert long_note.returncode == USAGE, long_note.stderr
+    one_error_line(long_note, "invalid_input")
+    assert "message" in long_note.stderr
+    assert run_json(bob, "contact", "requests") == []
+
+    # A text over 16,384 characters, and one that is not valid Unicode (from stdin).
+    too_long = run(alice, "send", BOB, "Sq" + "z" * 16 * 1024, ok=False)
+    assert too_long.returncode == USAGE, too_long.stderr
+    one_error_line(too_long, "invalid_input")
+    assert "16384" in too_long.stderr
+    assert "zzzz" not in too_long.stderr
+    not_text = subprocess.run(
+        _argv(alice, "send", BOB, "-"), env=_env(PASSWORD), input=b"bad \xff bytes",
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert not_text.returncode == USAGE, not_text.stderr
+    assert not_text.stderr.decode().startswith("error: invalid_input: body: ")
+    assert b"Traceback" not in not_text.stderr
+
+    # Nothing of it was stored or sent.
+    assert run_json(alice, "messages", "--no-fetch") == []
+    assert run_json(bob, "messages") == []
+    run(alice, "send", BOB, "z" * 16 * 1024)  # the longest text goes through
+    assert [len(m["body"]) for m in run_json(bob, "messages")] == [16 * 1024]
 
 
 def _by_address(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

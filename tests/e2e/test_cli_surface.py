@@ -6,6 +6,9 @@ real homeserver is in `test_cli_story.py`.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 import typer
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.main import get_command
 from typer.testing import CliRunner
 
 from emsg.cli.app import app
 from emsg.cli.context import guarded
 from emsg.cli.exits import MEANING, Exit, exit_for
+from emsg.cli.output import json_line, print_json, printable
 from emsg.proto import errors
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
@@ -161,6 +167,31 @@ def test_a_malformed_address_is_one_line_and_exit_2(
     assert lines[0].startswith("error: invalid_address: ")
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("im.example.org", "must be http:// or https:// and a host"),
+        ("ftp://im.example.org", "must be http:// or https:// and a host"),
+        ("https://", "must be http:// or https:// and a host"),
+        ("http://127.0.0.1:99999", "is not valid (Port out of range 0-65535)"),
+        ("http://[::1", "is not valid (Invalid IPv6 URL)"),
+        ("https://im.example.org/?x=1", "takes no query or fragment"),
+    ],
+)
+@pytest.mark.parametrize("command", ["register", "login"])
+def test_a_malformed_server_url_is_exit_2_before_anything(
+    runner: CliRunner, tmp_path: Path, command: str, url: str, why: str
+) -> None:
+    home = tmp_path / "alice"
+    args = ["--home", str(home), "account", command, "alice#example.test", "--server", url]
+    result = runner.invoke(app, args, env={"EMSG_PASSWORD": "correct horse battery"})
+    assert result.exit_code == Exit.USAGE, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: invalid_input: the server URL {why}; for example https://im.example.org"
+    ]
+    assert not home.exists() or not any(home.iterdir())
+
+
 def test_no_password_without_terminal_or_env_is_exit_3(runner: CliRunner, tmp_path: Path) -> None:
     args = ["--home", str(tmp_path / "a"), "account", "register", "alice#example.test"]
     result = runner.invoke(app, args, input="")
@@ -246,3 +277,30 @@ def test_docs_list_the_same_exit_codes() -> None:
     text = DOCS.read_text()
     documented = {int(n) for n in re.findall(r"^\|\s*`?(\d+)`?\s*\|", text, re.MULTILINE)}
     assert documented == {int(code) for code in MEANING}
+
+
+# --- other people's text never drives the terminal ------------------------------------
+
+UNSAFE = {*map(chr, range(0x00, 0x09)), *map(chr, range(0x0B, 0x20)), *map(chr, range(0x7F, 0xA0)),
+          "\u061c", "\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)),
+          *map(chr, range(0x2066, 0x206A))}  # fmt: skip
+
+
+@given(st.text())
+def test_printable_leaves_nothing_that_drives_a_terminal(text: str) -> None:
+    shown = printable(text)
+    assert not UNSAFE & set(shown)
+    if not UNSAFE & set(text):
+        assert shown == text
+
+
+@given(st.dictionaries(st.text(), st.text() | st.integers()))
+def test_json_output_is_the_same_value_with_nothing_raw_for_a_terminal(
+    data: dict[str, object],
+) -> None:
+    for write in (print_json, json_line):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            write(data)
+        assert json.loads(out.getvalue()) == data
+        assert not UNSAFE & set(out.getvalue())

@@ -40,6 +40,7 @@ MEANING: Final[dict[Exit, str]] = {
 
 _BY_CODE: Final[dict[ErrorCode, Exit]] = {
     ErrorCode.INVALID_ADDRESS: Exit.USAGE,
+    ErrorCode.INVALID_IDENTIFIER: Exit.USAGE,
     ErrorCode.RESERVED_ADDRESS: Exit.USAGE,
     ErrorCode.WRONG_DOMAIN: Exit.USAGE,
     ErrorCode.UNAUTHORIZED: Exit.AUTH,
@@ -69,6 +70,7 @@ _BY_KIND: Final[dict[str, Exit]] = {
     "untrusted_device": Exit.REFUSED,
     "verification_failed": Exit.REFUSED,
     "invalid_approval_code": Exit.USAGE,
+    "invalid_input": Exit.USAGE,
     "invalid_recovery_key": Exit.AUTH,
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -147,7 +148,23 @@ def listen(
             else:
                 say(_event_line(event))
 
-    with_client(ctx, lambda client: until_terminated(follow(client)))
+    # The client's notices of a homeserver it cannot reach, and of reaching it again,
+    # as status lines: a listener must not wait in silence while it hears nothing.
+    status = _StatusLines()
+    client_log = logging.getLogger("emsg.client.client")
+    client_log.addHandler(status)
+    level = client_log.level
+    client_log.setLevel(logging.INFO)
+    try:
+        with_client(ctx, lambda client: until_terminated(follow(client)))
+    finally:
+        client_log.removeHandler(status)
+        client_log.setLevel(level)
+
+
+class _StatusLines(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        note(escape(record.getMessage()))
 
 
 def register(app: typer.Typer) -> None:

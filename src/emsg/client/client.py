@@ -23,6 +23,7 @@ from websockets.exceptions import WebSocketException
 from emsg.client.devices import Devices
 from emsg.client.errors import NotLoggedIn, ProfileExists
 from emsg.client.inbox import Inbox, contact_info
+from emsg.client.inputs import from_caller
 from emsg.client.keyring import Keyring
 from emsg.client.models import ClientEvent, ContactInfo, DeviceInfo, Message
 from emsg.client.outgoing import Outgoing
@@ -119,11 +120,10 @@ class Client:
         if ProfileStore.exists(home):
             raise ProfileExists(f"a profile already exists in {home}")
         addr = Address.parse(address)
+        request = from_caller(RegisterRequest, {"address": str(addr), "password": password})
         api = HttpApi(server or _default_server(addr), transport=transport)
         try:
-            session = await api.call_model(
-                Session, "POST", "/accounts", RegisterRequest(address=str(addr), password=password)
-            )
+            session = await api.call_model(Session, "POST", "/accounts", request)
             store = ProfileStore.create(
                 home, password, address=session.address, server_url=api.server_url, kdf=kdf
             )
@@ -158,6 +158,7 @@ class Client:
         (`approval_code`) or the user enters the recovery key (`recover`)."""
         home = Path(home)
         addr = Address.parse(address)
+        request = from_caller(LoginRequest, {"address": str(addr), "password": password})
         store: ProfileStore | None = None
         identity: IdentityKey | None = None
         if ProfileStore.exists(home):
@@ -171,9 +172,7 @@ class Client:
             server or (store.server_url if store else _default_server(addr)), transport=transport
         )
         try:
-            session = await api.call_model(
-                Session, "POST", "/login", LoginRequest(address=str(addr), password=password)
-            )
+            session = await api.call_model(Session, "POST", "/login", request)
             api.token = session.token
             old_device = None
             if store is None:
@@ -356,7 +355,10 @@ class Client:
             Contact,
             "POST",
             "/contacts/requests",
-            ContactRequestBody(to=peer, message=message, identity_key=identity.public_key),
+            from_caller(
+                ContactRequestBody,
+                {"to": peer, "message": message, "identity_key": identity.public_key},
+            ),
         )
         return contact_info(contact, self._pin(contact, devices.identity_key))
 
@@ -426,7 +428,7 @@ class Client:
         await self._authed().call("DELETE", f"/blocks/{path_address(self._peer(address))}")
 
     async def set_stranger_policy(self, policy: StrangerPolicy | str) -> StrangerPolicy:
-        body = PolicyBody(strangers=StrangerPolicy(policy))
+        body = from_caller(PolicyBody, {"strangers": policy})
         return (await self._authed().call_model(PolicyBody, "PUT", "/policy", body)).strangers
 
     async def get_stranger_policy(self) -> StrangerPolicy:
@@ -436,9 +438,9 @@ class Client:
 
     async def send_text(self, to: str, body: str) -> Message:
         peer = _canonical_address(to)
-        await self._require_approved()
         me = str(self.address)
-        content = Content.model_validate(
+        content = from_caller(
+            Content,
             {
                 "id": secrets.token_urlsafe(16),
                 "from": me,
@@ -446,8 +448,9 @@ class Client:
                 "to": peer,
                 "body": body,
                 "sent_at": now_ms(),
-            }
+            },
         )
+        await self._require_approved()
         message = Message(content.id, me, peer, body, content.sent_at, None, "out")
         try:
             try:
@@ -492,6 +495,7 @@ class Client:
     async def listen(self) -> AsyncIterator[ClientEvent]:
         """Live events over the WebSocket; reconnects with backoff and resumes at the cursor."""
         delay = 0.5
+        reconnecting = False  # a connection failed or was lost since the last one
         while True:
             token = self._authed().token or ""
             try:
@@ -499,10 +503,14 @@ class Client:
                     self._api.stream_url(), token, self._store.cursor
                 )
             except (TimeoutError, OSError, WebSocketException) as exc:
-                log.info("stream connect failed (%s); retrying in %.1fs", exc, delay)
+                log.info("cannot reach the homeserver (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
+                reconnecting = True
                 continue
+            if reconnecting:
+                log.info("connected to the homeserver")
+                reconnecting = False
             delay = 0.5
             self._sender.stream = stream
             try:
@@ -517,7 +525,8 @@ class Client:
                     stream.ack_soon(events[-1].pos)
                     await self._replenish_if_used()
             except (OSError, WebSocketException, ProtocolViolation) as exc:
-                log.info("stream lost (%s); reconnecting in %.1fs", exc, delay)
+                log.info("lost the homeserver (%s); reconnecting in %.1fs", exc, delay)
+                reconnecting = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
             finally:

@@ -10,6 +10,7 @@ __all__ = [
     "DecryptionFailed",
     "DeviceNotApproved",
     "IdentityKeyChanged",
+    "InvalidInput",
     "NoProfile",
     "NotLoggedIn",
     "ProfileExists",
@@ -60,3 +61,11 @@ class NotLoggedIn(ClientError):
     @classmethod
     def default_message(cls) -> str:
         return "this profile is logged out; log in again"
+
+
+class InvalidInput(ClientError):
+    """A value the caller passed that no request may carry (a message too long, a
+    password too short, text that is not valid Unicode); nothing was sent."""
+
+    code, status = ErrorCode.INVALID_REQUEST, 400
+    kind = "invalid_input"

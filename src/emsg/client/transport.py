@@ -21,6 +21,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from emsg.client.inputs import server_url as checked_server_url
 from emsg.net.http1 import Http1Client
 from emsg.proto.errors import (
     EmsgError,
@@ -31,6 +32,7 @@ from emsg.proto.errors import (
 from emsg.proto.jsoncodec import dumps, loads_strict
 from emsg.proto.wire import (
     API_PREFIX,
+    QUIET,
     ErrorFrame,
     Event,
     EventFrame,
@@ -41,12 +43,13 @@ from emsg.proto.wire import (
     SentFrame,
     ServerFrame,
     model_dump,
+    why_refused,
 )
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
-_SERVER_FRAME: Final = TypeAdapter[ServerFrame](ServerFrame)
-_SERVER_FRAMES: Final = TypeAdapter[list[ServerFrame]](list[ServerFrame])
+_SERVER_FRAME: Final = TypeAdapter[ServerFrame](ServerFrame, config=QUIET)
+_SERVER_FRAMES: Final = TypeAdapter[list[ServerFrame]](list[ServerFrame], config=QUIET)
 AUTH_FAILED_CLOSE: Final = 4401
 # Acks only let the server drop what was delivered (an event not acknowledged is
 # sent again after a reconnect and dropped as a duplicate), so they can wait:
@@ -96,7 +99,7 @@ class HttpApi:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 30.0,
     ) -> None:
-        self.server_url = server_url.rstrip("/")
+        self.server_url = checked_server_url(server_url)
         self.token = token
         self._http = httpx.AsyncClient(
             base_url=self.server_url + API_PREFIX, transport=transport, timeout=timeout
@@ -340,4 +343,4 @@ def _parse(raw: str | bytes) -> list[ServerFrame]:
             return _SERVER_FRAMES.validate_python(obj)
         return [_SERVER_FRAME.validate_python(obj)]
     except (EmsgError, ValidationError) as exc:
-        raise ProtocolViolation(f"malformed frame from the server: {exc}") from None
+        raise ProtocolViolation(f"malformed frame from the server: {why_refused(exc)}") from None

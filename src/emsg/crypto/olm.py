@@ -49,6 +49,7 @@ from emsg.proto.wire import (
     ClaimedDevice,
     Envelope,
     OutgoingEnvelope,
+    why_refused,
 )
 
 PRE_KEY, NORMAL = 0, 1
@@ -83,7 +84,8 @@ def decode_content(plaintext: bytes) -> AnyContent:
             raw = {**raw, "type": "text"}  # `type` was optional for text in the first release
         return ANY_CONTENT.validate_python(raw)
     except (EmsgError, ValidationError) as exc:
-        raise ContentRejected(f"the decrypted content is malformed: {exc}") from None
+        what = why_refused(exc)
+        raise ContentRejected(f"the decrypted content is malformed: {what}") from None
 
 
 class Olm:

@@ -21,7 +21,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field, StringConstraints, TypeAdapter
 
-from emsg.proto.wire import Key, Wire
+from emsg.proto.wire import QUIET, Key, Wire
 
 MAX_BODY: Final = 16 * 1024
 MAX_SHARED_MESSAGES: Final = 100  # per history_share; big histories take several
@@ -134,4 +134,4 @@ AnyContent = Annotated[
     Content | IdentityShare | HistoryShare | ContactsShare | SasStart | SasKey | SasMac,
     Field(discriminator="type"),
 ]
-ANY_CONTENT: Final = TypeAdapter[AnyContent](AnyContent)
+ANY_CONTENT: Final = TypeAdapter[AnyContent](AnyContent, config=QUIET)

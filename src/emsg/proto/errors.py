@@ -7,8 +7,9 @@ into the same class with `error_from_wire`, so both sides speak of the same erro
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 
 class ErrorCode(StrEnum):
@@ -192,6 +193,26 @@ _BY_CODE: Final[dict[ErrorCode, type[EmsgError]]] = {
         MethodNotAllowed, InternalError,
     )
 }  # fmt: skip
+
+
+def describe_invalid(
+    errors: Iterable[Mapping[str, Any]], *, limit: int = 3, under: str | None = None
+) -> str:
+    """What was wrong, from pydantic's `errors()`: where, and which rule was broken.
+
+    Never the value itself: it may be a password, a token or a private message.
+    `under` is a leading location to leave out (FastAPI puts a request's body under
+    "body").
+    """
+    parts = []
+    for err in list(errors)[:limit]:
+        loc = tuple(err.get("loc", ()))
+        if under is not None and loc[:1] == (under,):
+            loc = loc[1:]
+        where = ".".join(str(p) for p in loc)
+        what = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where or 'value'}: {what}")
+    return "; ".join(parts)[:300] or "invalid value"
 
 
 def error_from_wire(status: int, body: object, retry_after: float | None = None) -> EmsgError:

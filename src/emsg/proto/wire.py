@@ -12,7 +12,9 @@ import hashlib
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from emsg.proto.errors import EmsgError, describe_invalid
 
 API_PREFIX: Final = "/_emsg/v1"
 
@@ -29,8 +31,21 @@ KeyIdText = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
 
 
+# A validation error never repeats the value it refused: it may be a password, a
+# token or a decrypted message. Pydantic takes this from the outermost type being
+# validated, so an adapter over a union of models needs it as well (`QUIET`).
+QUIET: Final = ConfigDict(hide_input_in_errors=True)
+
+
+def why_refused(exc: EmsgError | ValidationError) -> str:
+    """One line on why a value was refused, without the value."""
+    if isinstance(exc, EmsgError):
+        return exc.message
+    return describe_invalid(exc.errors())
+
+
 class Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, **QUIET)
 
 
 class ErrorDetail(Wire):

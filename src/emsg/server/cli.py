@@ -50,7 +50,22 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(settings: Settings) -> None:
+def bind(host: str, port: int) -> socket.socket:
+    """The listening address, bound here rather than by uvicorn: a port that is taken
+    or an address this machine does not have is then one line and exit 1 before
+    anything starts, where uvicorn would start the app, log it and stop again."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def serve(settings: Settings, sock: socket.socket) -> None:
     host, port = settings.host_port
     config = uvicorn.Config(
         create_app(settings),
@@ -75,7 +90,7 @@ def serve(settings: Settings) -> None:
     server = _Server(config)
     scheme = "https" if settings.tls.cert else "http"
     log.info("emsg homeserver for %s listening on %s://%s:%d", settings.domain, scheme, host, port)
-    server.run()
+    server.run(sockets=[sock])
 
 
 @server_app.command()
@@ -106,8 +121,18 @@ def run(
     except Exception as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    settings.data.mkdir(parents=True, exist_ok=True)
-    serve(settings)
+    try:
+        settings.data.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        typer.echo(f"error: cannot use the data folder {settings.data}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        sock = bind(*settings.host_port)
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on {settings.listen}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    with sock:
+        serve(settings, sock)
 
 
 @server_app.command("rotate-key")
@@ -115,7 +140,18 @@ def rotate_key(
     data: Annotated[Path, typer.Option(help="The data folder.")] = Path("data"),
 ) -> None:
     """Start a new federation signing key; the old one stays published for verification."""
+    # A mistyped --data must not quietly start a keyring for a server that is not there.
+    if not SigningKeyring.path_in(data).exists():
+        typer.echo(
+            f"error: no signing keys in {data}: not the data folder of a homeserver that"
+            " has run (check --data)",
+            err=True,
+        )
+        raise typer.Exit(2)
     now = time.time_ns() // 1_000_000
-    ring = SigningKeyring.load(data, now, 7 * 86_400_000)
-    key = ring.rotate(now)
+    try:
+        key = SigningKeyring.load(data, now, 7 * 86_400_000).rotate(now)
+    except OSError as exc:
+        typer.echo(f"error: cannot write the signing keys in {data}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"new signing key {key.key_id}; restart the server to use it")

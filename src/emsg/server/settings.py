@@ -11,8 +11,9 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from emsg.proto.errors import describe_invalid
 from emsg.proto.ids import Domain
 from emsg.server.federation.config import FederationSettings, TlsSettings
 
@@ -63,6 +64,14 @@ class Settings(BaseModel):
             raise ValueError("token_ttl must be positive")
         return seconds
 
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"must be HOST:PORT with a port from 1 to 65535, not {value!r}")
+        return value
+
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str) -> str:
@@ -80,9 +89,7 @@ class Settings(BaseModel):
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ValueError(f"--listen must be HOST:PORT, not {self.listen!r}")
+        host, _, port = self.listen.rpartition(":")
         return host.strip("[]") or "127.0.0.1", int(port)
 
 
@@ -90,7 +97,14 @@ def load_settings(config: Path | None, overrides: dict[str, Any]) -> Settings:
     """Read the TOML file (if any), then apply the non-None command-line overrides."""
     values: dict[str, Any] = {}
     if config is not None:
-        with config.open("rb") as fh:
-            values = tomllib.load(fh)
+        try:
+            with config.open("rb") as fh:
+                values = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{config} is not valid TOML: {exc}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return Settings.model_validate(values)
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        # Never the values themselves: a database URL may hold a password.
+        raise ValueError(f"invalid settings: {describe_invalid(exc.errors())}") from None

@@ -173,6 +173,18 @@ def test_old_text_content_without_type_still_decodes() -> None:
         decode_content(raw.replace(b'"v":1', b'"v":1,"type":"from_the_future"'))
 
 
+def test_a_malformed_content_is_described_in_one_line_without_its_text() -> None:
+    raw = (
+        b'{"v":1,"type":"text","id":"abcdefgh","from":"a#b.c","from_device":"D",'
+        b'"to":"x#y.z","body":"the private words","sent_at":1,"unknown":"more of them"}'
+    )
+    with pytest.raises(ContentRejected) as caught:
+        decode_content(raw)
+    assert caught.value.message == (
+        "the decrypted content is malformed: text.unknown: Extra inputs are not permitted"
+    )
+
+
 def test_identity_and_history_shares_come_only_from_own_devices() -> None:
     alice, bob = make_party(ALICE, ["A1", "A2"]), make_party(BOB, ["B1"])
     identity = IdentityKey.generate()

@@ -72,9 +72,13 @@ class SigningKeyring:
         self._keys = keys
         self._validity_ms = validity_ms
 
+    @staticmethod
+    def path_in(data: Path) -> Path:
+        return data / "federation" / "signing_keys.json"
+
     @classmethod
     def load(cls, data: Path, now: int, validity_ms: int) -> SigningKeyring:
-        path = data / "federation" / "signing_keys.json"
+        path = cls.path_in(data)
         keys: list[OwnKey] = []
         if path.exists():
             keys = [OwnKey.from_json(k) for k in json.loads(path.read_text())["keys"]]

@@ -19,6 +19,7 @@ from emsg.proto.errors import (
     MethodNotAllowed,
     NotFound,
     RateLimited,
+    describe_invalid,
 )
 from emsg.proto.wire import ErrorBody
 
@@ -50,14 +51,6 @@ def error_response(exc: EmsgError) -> JSONResponse:
     return JSONResponse(exc.to_wire(), status_code=exc.status, headers=headers)
 
 
-def _describe(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:3]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
-
-
 def install_error_handlers(app: FastAPI) -> None:
     async def on_emsg(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, EmsgError)
@@ -65,7 +58,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(InvalidRequest(_describe(exc)))
+        return error_response(InvalidRequest(describe_invalid(exc.errors(), under="body")))
 
     async def on_http(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

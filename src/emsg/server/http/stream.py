@@ -33,11 +33,12 @@ from emsg.proto.errors import (
     ProtocolViolation,
     RateLimited,
     Unauthorized,
+    describe_invalid,
 )
 from emsg.proto.ids import TxnId
 from emsg.proto.jsoncodec import loads_strict
 from emsg.proto.stream import Stream, step
-from emsg.proto.wire import AckFrame, AuthFrame, ClientFrame, PingFrame, SendFrame
+from emsg.proto.wire import QUIET, AckFrame, AuthFrame, ClientFrame, PingFrame, SendFrame
 from emsg.server.services import Services
 from emsg.server.services.common import Caller
 from emsg.server.services.messages import MAX_SYNC_LIMIT
@@ -54,7 +55,7 @@ CLOSE_POLICY: Final = 1008
 CLOSE_AUTH: Final = 4401
 CLOSE_ERROR: Final = 1011
 
-_FRAME: Final = TypeAdapter[Any](ClientFrame)
+_FRAME: Final = TypeAdapter[Any](ClientFrame, config=QUIET)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,18 +108,13 @@ def parse_frame(obj: Any) -> Item:
     try:
         frame: AuthFrame | AckFrame | SendFrame | PingFrame = _FRAME.validate_python(obj)
     except ValidationError as exc:
+        what = describe_invalid(exc.errors(), limit=1)
         if isinstance(obj, dict) and obj.get("type") == "send":
             txn_id = obj.get("txn_id")
             if isinstance(txn_id, str) and len(txn_id) <= 128:
-                return BadSend(txn_id, InvalidRequest(_summary(exc)))
-        return Violation(ProtocolViolation(f"not a valid frame: {_summary(exc)}"))
+                return BadSend(txn_id, InvalidRequest(what))
+        return Violation(ProtocolViolation(f"not a valid frame: {what}"))
     return frame
-
-
-def _summary(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()))
-    return f"{where}: {err.get('msg', 'invalid')}"[:200]
 
 
 def _error_frame(exc: EmsgError, txn_id: str | None = None) -> dict[str, Any]:
