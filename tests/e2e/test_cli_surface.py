@@ -10,7 +10,8 @@ import contextlib
 import io
 import json
 import re
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -190,6 +191,38 @@ def test_a_malformed_server_url_is_exit_2_before_anything(
         f"error: invalid_input: the server URL {why}; for example https://im.example.org"
     ]
     assert not home.exists() or not any(home.iterdir())
+
+
+def _profile_with_a_damaged_page(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE profile (k TEXT PRIMARY KEY, v BLOB NOT NULL)")
+        db.execute("INSERT INTO profile VALUES ('verifier', x'00')")
+        db.commit()
+        roots = [r for (r,) in db.execute("SELECT rootpage FROM sqlite_master WHERE rootpage")]
+    with path.open("r+b") as fh:
+        for root in roots:  # the table's and its key's first pages
+            fh.seek((root - 1) * 4096)
+            fh.write(b"\xff" * 4096)
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda path: path.write_bytes(b"garbage, not a database"), "file is not a database"),
+        (_profile_with_a_damaged_page, "database disk image is malformed"),
+    ],
+)
+def test_a_damaged_profile_is_one_line_with_what_to_do(
+    runner: CliRunner, tmp_path: Path, damage: Callable[[Path], object], why: str
+) -> None:
+    damage(tmp_path / "emsg.sqlite3")
+    args = ["--home", str(tmp_path), "contact", "list"]
+    result = runner.invoke(app, args, env={"EMSG_PASSWORD": "correct horse battery"})
+    assert result.exit_code == Exit.ERROR
+    assert result.stderr.strip().splitlines() == [
+        f"error: profile_damaged: the profile database is damaged ({why}): restore the"
+        " profile folder from a backup, or log in again in a new folder (`emsg account login`)"
+    ]
 
 
 def test_no_password_without_terminal_or_env_is_exit_3(runner: CliRunner, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import functools
 import os
 import signal
 import socket
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -193,6 +194,15 @@ def _describe(exc: BaseException) -> tuple[Exit, str, str] | None:
         return Exit.NETWORK, "network", f"the stream to the homeserver broke: {exc}"
     if isinstance(exc, OSError):  # the profile folder: permissions, a full disk, ...
         return Exit.ERROR, "os_error", str(exc)
+    if isinstance(exc, sqlite3.OperationalError):  # locked for too long, an I/O error
+        return Exit.ERROR, "profile_unavailable", f"the profile database cannot be used: {exc}"
+    if isinstance(exc, sqlite3.DatabaseError):
+        return (
+            Exit.ERROR,
+            "profile_damaged",
+            f"the profile database is damaged ({exc}): restore the profile folder from a"
+            " backup, or log in again in a new folder (`emsg account login`)",
+        )
     return None
 
 

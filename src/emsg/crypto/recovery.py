@@ -72,9 +72,9 @@ class RecoveryKey:
         try:
             raw = b64.decode(backup.sealed)
             seed = self._box(address).open(raw, _label(address, backup.identity_key))
-        except (DecryptionFailed, ValueError) as exc:
+        except (DecryptionFailed, ValueError):
             raise InvalidRecoveryKey(
-                f"this recovery key does not open the backup ({exc})"
+                f"this recovery key does not open the backup of {address} (check it for typos)"
             ) from None
         identity = IdentityKey.from_private_bytes(seed)
         if identity.public_key != backup.identity_key:

@@ -76,8 +76,11 @@ def test_recovery_key_opens_only_its_backup() -> None:
     assert identity.private_bytes().hex() not in backup.model_dump_json()
     opened = RecoveryKey.parse(key.display().lower()).open(backup, ALICE)
     assert opened.public_key == identity.public_key
-    with pytest.raises(InvalidRecoveryKey):
+    with pytest.raises(InvalidRecoveryKey) as wrong:
         RecoveryKey.generate().open(backup, ALICE)
+    assert wrong.value.message == (
+        f"this recovery key does not open the backup of {ALICE} (check it for typos)"
+    )
     with pytest.raises(InvalidRecoveryKey):
         key.open(backup, BOB)  # bound to the address
     forged = backup.model_copy(update={"identity_key": IdentityKey.generate().public_key})
