@@ -101,6 +101,8 @@ def test_it_serves_on_the_socket_it_bound_and_stops_with_0(tmp_path: Path) -> No
     server = ServerProcess(DOMAIN, tmp_path / "srv").start()
     try:
         assert f"listening on http://127.0.0.1:{server.port}" in server.log()
+        probe = httpx.head(f"{server.url}/_emsg/v1/health")  # as load balancers ask
+        assert (probe.status_code, probe.content) == (200, b"")
     finally:
         code = server.stop()
     assert code == 0

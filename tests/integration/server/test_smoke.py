@@ -7,6 +7,8 @@ from server_kit import register
 async def test_health_and_register(client: httpx.AsyncClient) -> None:
     resp = await client.get("/_emsg/v1/health")
     assert resp.json() == {"status": "ok", "domain": "a.test"}
+    head = await client.head("/_emsg/v1/health")
+    assert (head.status_code, head.content) == (200, b"")
     alice = await register(client, "alice")
     bob = await register(client, "bob")
     resp = await alice.get("/whoami")

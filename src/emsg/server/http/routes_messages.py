@@ -48,7 +48,8 @@ async def sync(
     return Response(page.to_json().encode(), media_type="application/json")
 
 
-@router.get("/health", responses=errors(503), tags=["server"])
+# HEAD as well: load balancers and uptime checkers often probe with it.
+@router.api_route("/health", methods=["GET", "HEAD"], responses=errors(503), tags=["server"])
 async def health(svc: Svc) -> JSONResponse:
     try:
         await svc.uow.ping()
