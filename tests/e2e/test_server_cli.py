@@ -3,10 +3,14 @@ before it starts anything: the real command, as an operator would run it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import socket
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -106,6 +110,39 @@ def test_it_serves_on_the_socket_it_bound_and_stops_with_0(tmp_path: Path) -> No
     finally:
         code = server.stop()
     assert code == 0
+
+
+def test_what_it_keeps_only_its_own_user_can_read(tmp_path: Path) -> None:
+    """Password hashes, token hashes and identity backups are in the database: the
+    data folder it makes, and every file in it, are the server user's alone, even
+    under the usual umask 022."""
+    data, port = tmp_path / "srv", free_port()
+    previous = os.umask(0o022)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emsg", "server", "run", "--domain", DOMAIN,
+             "--listen", f"127.0.0.1:{port}", "--data", str(data)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    finally:
+        os.umask(previous)
+    try:
+        url = f"http://127.0.0.1:{port}/_emsg/v1"
+        for _ in range(300):
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            time.sleep(0.05)
+        alice = {"address": f"alice#{DOMAIN}", "password": "a long password"}
+        created = httpx.post(f"{url}/accounts", json=alice)
+        assert created.status_code == 201, created.text
+        modes = {str(p.relative_to(data)): stat.S_IMODE(p.stat().st_mode) for p in data.rglob("*")}
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert {"emsg.sqlite3", "emsg.sqlite3-wal", "emsg.sqlite3-shm"} <= modes.keys()
+    assert {name: mode for name, mode in modes.items() if mode & 0o077} == {}
 
 
 def rotate_key(data: Path) -> subprocess.CompletedProcess[str]:

@@ -21,6 +21,7 @@ import httpx
 from websockets.exceptions import WebSocketException
 
 from emsg.client.devices import Devices
+from emsg.client.discovery import homeserver_url
 from emsg.client.errors import NotLoggedIn, ProfileExists
 from emsg.client.inbox import Inbox, contact_info
 from emsg.client.inputs import from_caller
@@ -72,10 +73,6 @@ def _canonical_address(raw: str) -> str:
     return str(Address.parse(raw))
 
 
-def _default_server(address: Address) -> str:
-    return f"https://{address.domain}"
-
-
 class Client:
     """One device of one account, backed by a profile folder."""
 
@@ -121,7 +118,9 @@ class Client:
             raise ProfileExists(f"a profile already exists in {home}")
         addr = Address.parse(address)
         request = from_caller(RegisterRequest, {"address": str(addr), "password": password})
-        api = HttpApi(server or _default_server(addr), transport=transport)
+        api = HttpApi(
+            server or await homeserver_url(addr.domain, transport=transport), transport=transport
+        )
         try:
             session = await api.call_model(Session, "POST", "/accounts", request)
             store = ProfileStore.create(
@@ -168,9 +167,13 @@ class Client:
                 raise ProfileExists(f"the profile in {home} belongs to {store.address}")
             sealed = store.load_identity()
             identity = None if sealed is None else open_identity(sealed, store.keys.box)
-        api = HttpApi(
-            server or (store.server_url if store else _default_server(addr)), transport=transport
-        )
+        if server is None:
+            server = (
+                store.server_url
+                if store
+                else await homeserver_url(addr.domain, transport=transport)
+            )
+        api = HttpApi(server, transport=transport)
         try:
             session = await api.call_model(Session, "POST", "/login", request)
             api.token = session.token

@@ -19,6 +19,7 @@ from emsg.crypto.errors import CryptoError, UntrustedDevice
 from emsg.crypto.identity import (
     IdentityKey,
     VerifiedDeviceList,
+    check_not_older,
     seal_identity,
     verify_device_list,
 )
@@ -115,6 +116,7 @@ class Keyring:
             raise self._key_changed(address, raw) from None
         if expect_key is not None:
             verify_device_list(raw, address=address, pinned_identity_key=expect_key)
+        self._remember(verified)
         if pinned is None and tofu:
             self._store.put_contact(
                 PinnedContact(address, "stranger", verified.identity_key, False, "", now_ms())
@@ -123,6 +125,13 @@ class Keyring:
         self._cache[address] = verified
         self._fetched_at[address] = time.monotonic()
         return verified
+
+    def _remember(self, verified: VerifiedDeviceList) -> None:
+        """Refuse a list older than one seen before (a server replaying the list from
+        before a revocation), else remember it as the newest."""
+        address, key = verified.address, verified.identity_key
+        check_not_older(verified, self._store.newest_device_list(address, key))
+        self._store.note_device_list(address, key, verified.version, verified.device_list.signature)
 
     async def fresh(self, address: str, *, tofu: bool = False) -> VerifiedDeviceList:
         """The verified list, reused while it is younger than DEVICE_LIST_FRESH_FOR."""
@@ -208,6 +217,7 @@ class Keyring:
         verified = verify_device_list(
             signed, address=address, pinned_identity_key=identity.public_key
         )
+        self._remember(verified)
         self._cache[address] = verified
         self._fetched_at[address] = time.monotonic()
         return verified

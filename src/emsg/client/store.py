@@ -59,6 +59,9 @@ CREATE TABLE IF NOT EXISTS bounces (
     message_id TEXT PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_changes (
     address TEXT PRIMARY KEY, new_key TEXT NOT NULL, seen_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS device_lists (
+    address TEXT NOT NULL, identity_key TEXT NOT NULL, version INTEGER NOT NULL,
+    signature TEXT NOT NULL, PRIMARY KEY (address, identity_key)) WITHOUT ROWID;
 """
 
 
@@ -435,6 +438,26 @@ class ProfileStore:
             " SET new_key = excluded.new_key, seen_at = excluded.seen_at"
             " WHERE key_changes.new_key != excluded.new_key",
             (address, new_key, now_ms()),
+        )
+
+    def newest_device_list(self, address: str, identity_key: str) -> tuple[int, str] | None:
+        """(version, signature) of the newest list verified for `address` under the key."""
+        row = self._conn.execute(
+            "SELECT version, signature FROM device_lists WHERE address = ? AND identity_key = ?",
+            (address, identity_key),
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def note_device_list(
+        self, address: str, identity_key: str, version: int, signature: str
+    ) -> None:
+        """Remember a verified list; one statement, so concurrent processes keep the newest."""
+        self._conn.execute(
+            "INSERT INTO device_lists VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (address, identity_key) DO UPDATE"
+            " SET version = excluded.version, signature = excluded.signature"
+            " WHERE excluded.version > device_lists.version",
+            (address, identity_key, version, signature),
         )
 
     def key_change(self, address: str) -> str | None:

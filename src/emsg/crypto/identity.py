@@ -129,6 +129,30 @@ def verify_device_list(
     return VerifiedDeviceList(device_list)
 
 
+def check_not_older(verified: VerifiedDeviceList, seen: tuple[int, str] | None) -> None:
+    """Refuse a list older than one already verified under the same identity key.
+
+    `seen` is the (version, signature) of the newest list this profile verified
+    for the address and key. A server that hands out an old list (one that still
+    names a revoked device) is refused, and so is a second, different list under
+    a version already seen: Ed25519 signatures are deterministic, so the same
+    list always carries the same signature.
+    """
+    if seen is None:
+        return
+    version, signature = seen
+    if verified.version < version:
+        raise UntrustedDevice(
+            f"the server handed out an older device list of {verified.address}"
+            f" (version {verified.version}; this device has seen version {version})"
+        )
+    if verified.version == version and verified.device_list.signature != signature:
+        raise UntrustedDevice(
+            f"the server handed out two different device lists of {verified.address}"
+            f" under version {version}"
+        )
+
+
 _IDENTITY_LABEL = "emsg.identity_key.v1"
 
 

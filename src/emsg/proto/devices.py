@@ -14,6 +14,8 @@ from pydantic import Field, StringConstraints
 from emsg.proto.wire import DeviceIdText, DeviceKeys, DeviceList, Key, Password, Wire
 
 MAX_BACKUP: Final = 512  # base64 characters of a sealed identity backup
+# Devices in a `DevicesView`: every login makes one, so an old account can have more.
+MAX_DEVICES_SHOWN: Final = 1000
 
 
 class AccountDevice(Wire):
@@ -29,7 +31,7 @@ class AccountDevice(Wire):
 class DevicesView(Wire):
     """`GET /devices`: every device of the account and its current signed device list."""
 
-    devices: Annotated[list[AccountDevice], Field(max_length=1000)]
+    devices: Annotated[list[AccountDevice], Field(max_length=MAX_DEVICES_SHOWN)]
     device_list: DeviceList | None = None
 
 

@@ -230,13 +230,18 @@ _HOST: Final = re.compile(
 )
 
 
-def parse_server(value: str, domain_host: str) -> Target:
-    """A delegation or static-map value: `https://host:port`, `host:port` or `host`."""
+def parse_server(value: str, domain_host: str, *, plain_http: bool = False) -> Target:
+    """A delegation or static-map value: `https://host:port`, `host:port` or `host`.
+
+    `http://` only with `plain_http`: the operator's own static map may name a
+    server on a LAN or in a test so, but a domain's well-known document must not
+    downgrade federation to plain text (§12).
+    """
     text = value.strip()
     scheme = "https"
     if "://" in text:
         scheme, _, text = text.partition("://")
-        if scheme not in ("https", "http"):
+        if scheme not in ("https", "http") or (scheme == "http" and not plain_http):
             raise ValueError(f"unsupported scheme {scheme!r}")
     text = text.rstrip("/")
     if "/" in text or not text:

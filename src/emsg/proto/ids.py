@@ -93,8 +93,9 @@ class Address:
         local, sep, host = raw.strip().partition("#")
         if not sep or "#" in host:
             raise InvalidAddress(raw, "an address is local#domain with exactly one '#'")
-        folded = local.lower()
-        if not folded.isascii() or not LOCAL.fullmatch(folded) or ".." in folded:
+        # ASCII first: str.lower() folds U+212A KELVIN SIGN to an ASCII "k".
+        folded = local.lower() if local.isascii() else ""
+        if not LOCAL.fullmatch(folded) or ".." in folded:
             raise InvalidAddress(
                 raw, "the local part is 1-64 of a-z 0-9 . _ - and starts and ends alphanumeric"
             )

@@ -122,7 +122,8 @@ def run(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     try:
-        settings.data.mkdir(parents=True, exist_ok=True)
+        # Only the server's own user: the database holds password hashes and tokens.
+        settings.data.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         typer.echo(f"error: cannot use the data folder {settings.data}: {exc.strerror}", err=True)
         raise typer.Exit(1) from None

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
-from md_kit import PASSWORD, Homes, befriend, queued_for
+from md_kit import PASSWORD, Homes, befriend, device_list, put_device_list, queued_for, server_db
 
 from emsg.client import Client
-from emsg.crypto.errors import InvalidRecoveryKey
+from emsg.crypto.errors import InvalidRecoveryKey, UntrustedDevice
 from emsg.proto.errors import Forbidden, Unauthorized, UnknownDevice
 from emsg.testing import ServerProcess
 
@@ -165,3 +166,79 @@ async def test_the_recovery_key_approves_a_third_device(homes: Homes) -> None:
     assert [m.id for m in await alice1.fetch()] == [sent.id]
     for client in (alice1, alice2, alice3, bob):
         await client.aclose()
+
+
+async def test_a_server_replaying_the_list_from_before_a_revocation_is_refused(
+    homes: Homes, server: ServerProcess
+) -> None:
+    """A malicious server hands out the account's old signed list, which still names
+    the revoked (stolen) device, and keeps that device alive: the contact's client
+    and the owner's own refuse the older list, so nothing is encrypted to the device
+    and the owner never signs it back into a new list."""
+    alice1, alice2 = await two_devices(homes)
+    bob = await homes.register("bob")
+    await befriend(alice1, bob)
+    alice = str(alice1.address)
+    with server_db(server) as db:
+        before_revocation = device_list(db, alice)
+    revoked = alice2.device_id
+    await alice2.aclose()
+    await alice1.revoke_device(revoked, PASSWORD)
+    await bob.send_text(alice, "after the revocation")  # bob verifies the newer list
+    newest = device_list_version(server, alice)
+    assert newest == before_revocation["version"] + 1
+
+    with server_db(server) as db:
+        put_device_list(db, alice, before_revocation)
+        db.execute("UPDATE devices SET revoked = 0 WHERE device_id = ?", (revoked,))
+
+    older = r"older device list of .* \(version 2; this device has seen version 3\)"
+    with pytest.raises(UntrustedDevice, match=older):
+        await bob.send_text(alice, "must not reach the revoked device")
+    assert queued_for(server, revoked) == 0
+    assert [m.body for m in bob.history(alice)] == ["after the revocation"]
+
+    alice3 = await homes.login("alice", "3")
+    assert alice3.approval_code is not None
+    with pytest.raises(UntrustedDevice, match="older device list"):
+        await alice1.approve_device(alice3.approval_code)
+    assert device_list_version(server, alice) == before_revocation["version"]
+    for client in (alice1, alice3, bob):
+        await client.aclose()
+
+
+def device_list_version(server: ServerProcess, address: str) -> int:
+    """The version of the list the server holds, read while it runs."""
+    conn = sqlite3.connect(server.data / "emsg.sqlite3")
+    try:
+        (version,) = conn.execute(
+            "SELECT device_list_version FROM accounts WHERE address = ?", (address,)
+        ).fetchone()
+        return int(version)
+    finally:
+        conn.close()
+
+
+async def test_an_account_with_more_devices_than_the_view_holds_still_lists(
+    homes: Homes, server: ServerProcess
+) -> None:
+    """Every login makes a device, so an old account can have more than the 1,000 a
+    `DevicesView` holds: the view keeps the listed devices, then the newest live ones,
+    then the newest revoked ones (it used to fail with 500)."""
+    alice = await homes.register("alice")
+    with server_db(server) as db:
+        db.executemany(
+            "INSERT INTO devices (device_id, address, name, revoked, created_at)"
+            " VALUES (?, ?, 'old login', ?, ?)",
+            [(f"OLD{i:05d}", str(alice.address), i % 100 != 0, i) for i in range(1, 1101)],
+        )
+    devices = await alice.devices()
+    assert len(devices) == 1000
+    states = {d.device_id: d.state for d in devices}
+    assert states[alice.device_id] == "approved"
+    live = [f"OLD{i:05d}" for i in range(100, 1101, 100)]
+    assert all(states[d] == "pending" for d in live)
+    revoked = sorted(d for d, state in states.items() if state == "revoked")
+    assert len(revoked) == 1000 - 1 - len(live)
+    assert revoked[0] == "OLD00103"  # the 101 oldest revoked ones are left out
+    await alice.aclose()

@@ -85,6 +85,8 @@ async def test_device_list(client: httpx.AsyncClient, tmp_path: Path) -> None:
     bob = await register(client, "bob")
     resp = await bob.get("/keys/device-list/bob%23a.test")
     assert (resp.status_code, code(resp)) == (404, "not_found")
+    resp = await bob.get("/keys/device-list/nobody%23a.test")
+    assert (resp.status_code, code(resp)) == (404, "unknown_recipient")
     assert (await bob.put("/keys/device-list", bob.device_list(1))).json() == {"ok": True}
     resp = await bob.get("/keys/device-list/bob%23a.test")
     assert resp.json() == bob.device_list(1)

@@ -205,6 +205,22 @@ async def test_stream_protocol_violations(server: ServerProcess, http: httpx.Asy
         await refused(ws, "protocol_violation", 1008)
 
 
+async def test_logout_closes_the_devices_open_stream_at_once(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
+    """As a revocation does (protocol.md §8.2): the stream of the device that logged
+    out gets an error frame and 4401, instead of staying open and silent."""
+    alice = await register(http, "alice")
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": alice.token}))
+        assert (await recv(ws))["type"] == "ready"
+        logout = await http.post(
+            "/_emsg/v1/logout", headers={"Authorization": f"Bearer {alice.token}"}
+        )
+        assert logout.status_code == 200
+        await refused(ws, "unauthorized", 4401)
+
+
 async def test_sigterm_exits_zero(tmp_path: Path) -> None:
     proc = make_server(tmp_path / "srv").start()
     assert proc.stop() == 0

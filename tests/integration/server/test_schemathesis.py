@@ -67,3 +67,16 @@ def test_api(case: Any, live: tuple[ServerProcess, str]) -> None:
         ],
         timeout=30,
     )
+
+
+def test_every_operation_has_an_id_of_its_own(live: tuple[ServerProcess, str]) -> None:
+    """Code generators name client methods by operation id: a duplicate breaks them
+    (OpenAPI requires ids to be unique; GET and HEAD /health once shared one)."""
+    spec = httpx.get(f"{live[0].url}/openapi.json").json()
+    ids = [op["operationId"] for path in spec["paths"].values() for op in path.values()]
+    assert sorted(ids) == sorted(set(ids))
+    # 502 remote_unavailable: the other domain's server did not answer (§12).
+    keys = spec["paths"]["/_emsg/v1/keys/device-list/{address}"]["get"]["responses"]
+    claim = spec["paths"]["/_emsg/v1/keys/claim"]["post"]["responses"]
+    assert "502" in keys
+    assert "502" in claim

@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 from emsg.crypto.curve import LOW_ORDER_POINTS, curve25519_key
 from emsg.crypto.device import Device, verify_device_keys, verify_one_time_key
 from emsg.crypto.errors import DecryptionFailed, InvalidKey, UntrustedDevice, WrongPassphrase
-from emsg.crypto.identity import IdentityKey, open_identity, seal_identity, verify_device_list
+from emsg.crypto.identity import (
+    IdentityKey,
+    check_not_older,
+    open_identity,
+    seal_identity,
+    verify_device_list,
+)
 from emsg.crypto.keys import FAST_KDF_FOR_TESTS, PickleKey, ProfileKeys, SecretBox, new_salt
 from emsg.proto import b64, signing
 from emsg.proto.errors import BadSignature, IdentityKeyChanged
@@ -82,6 +88,31 @@ def test_device_list_verification() -> None:
         verify_device_list(
             mallory, address=bob.address, pinned_identity_key=bob.identity.public_key
         )
+
+
+_BOB = make_party("bob#b.example", ["B1", "B2"])
+
+
+@settings(max_examples=50, deadline=None)
+@given(seen=st.integers(1, 6), version=st.integers(1, 6), same_devices=st.booleans())
+def test_a_list_older_than_one_seen_is_refused(seen: int, version: int, same_devices: bool) -> None:
+    """Only a newer version, or the very list already seen, passes: a server cannot
+    hand back the list from before a revocation, nor a second list under one version."""
+    devices = [_BOB.devices[d].load_device().listed() for d in ("B1", "B2")]
+    newest = _BOB.identity.sign_device_list(_BOB.address, seen, devices[:1])
+    offered = verify_device_list(
+        _BOB.identity.sign_device_list(
+            _BOB.address, version, devices[:1] if same_devices else devices
+        ),
+        address=_BOB.address,
+        pinned_identity_key=_BOB.identity.public_key,
+    )
+    check_not_older(offered, None)  # nothing seen yet: any version
+    if version > seen or (version == seen and same_devices):
+        check_not_older(offered, (seen, newest.signature))
+    else:
+        with pytest.raises(UntrustedDevice, match=r"older|two different"):
+            check_not_older(offered, (seen, newest.signature))
 
 
 def test_signature_purposes_are_not_interchangeable() -> None:

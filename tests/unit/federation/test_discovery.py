@@ -12,8 +12,9 @@ import json
 import httpx
 import pytest
 
+from emsg.net.discovery import MAX_WELL_KNOWN_BYTES
 from emsg.proto.federation import WELL_KNOWN_PATH, Target
-from emsg.server.federation.discovery import MAX_WELL_KNOWN_BYTES, Resolver
+from emsg.server.federation.discovery import Resolver
 
 
 class Clock:
@@ -93,6 +94,7 @@ async def test_the_domain_itself_on_443_last() -> None:
         httpx.Response(200, content=b'{"server": "a", "server": "b"}'),  # duplicate key
         httpx.Response(200, content=b'{"server": "not a host!"}'),
         httpx.Response(301, headers={"location": "https://evil.example/x"}),  # not followed
+        well_known("http://fed.beta.example:8448"),  # no downgrade to plain text
         httpx.Response(500),
     ],
 )

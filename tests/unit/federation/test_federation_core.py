@@ -76,11 +76,19 @@ def test_discovery_order_is_documented() -> None:
         ("fed.beta.example:8448", Target("fed.beta.example", 8448, "fed.beta.example")),
         ("fed.beta.example", Target("fed.beta.example", 443, "fed.beta.example")),
         ("https://[::1]:9000/", Target("::1", 9000, "beta.example")),
-        ("http://127.0.0.1:80", Target("127.0.0.1", 80, "beta.example", "http")),
     ],
 )
 def test_parse_server(value: str, target: Target) -> None:
     assert parse_server(value, "beta.example") == target
+
+
+def test_plain_http_only_where_the_caller_allows_it() -> None:
+    """The operator's static map may name a plain-text server (LAN, tests); a
+    domain's well-known delegation may not downgrade federation to it."""
+    plain = Target("127.0.0.1", 80, "beta.example", "http")
+    assert parse_server("http://127.0.0.1:80", "beta.example", plain_http=True) == plain
+    with pytest.raises(ValueError, match="scheme"):
+        parse_server("http://127.0.0.1:80", "beta.example")
 
 
 @pytest.mark.parametrize("value", ["", "ftp://x", "host:0", "host:99999", "host/path", "a:b:c"])

@@ -44,6 +44,7 @@ def test_valid_addresses_are_normalised(raw: str, expected: str) -> None:
         "alice#-x.y", "alice#x_y.z", "alice#x.y:0", "alice#x.y:99999", "alice#x.y:8a",
         "alice#" + "a" * 64 + ".org", "ａlice#x.y",  # fullwidth a
         "alice#ab--cd.org",  # hyphens in positions 3-4 are for A-labels only
+        "\u212aate#x.y",  # KELVIN SIGN, which str.lower() folds to an ASCII k
     ],
 )  # fmt: skip
 def test_invalid_addresses_are_refused(raw: str) -> None:
@@ -71,6 +72,14 @@ def test_parse_never_crashes(raw: str) -> None:
         return
     assert str(address).isascii()
     assert Address.parse(str(address)) == address
+
+
+@given(st.text(max_size=30), st.characters(min_codepoint=0x80), st.text(max_size=30))
+def test_a_local_part_with_any_character_beyond_ascii_is_refused(
+    before: str, other: str, after: str
+) -> None:
+    with pytest.raises(InvalidAddress):
+        Address.parse(f"a{before}{other}{after}z#x.y")
 
 
 @given(st.text(alphabet=string.printable, max_size=70))

@@ -7,13 +7,13 @@ from typing import Any, Final
 
 import httpx
 
+from emsg.net.discovery import read_limited
 from emsg.proto import httpsig
 from emsg.proto.errors import EmsgError, RemoteUnavailable, error_from_wire
 from emsg.proto.federation import FEDERATION_PREFIX, KEYS_PATH
 from emsg.proto.jsoncodec import dumps, loads_strict
 from emsg.server.clock import Clock
 from emsg.server.federation import signing
-from emsg.server.federation.discovery import read_limited
 from emsg.server.federation.keys import SigningKeyring
 from emsg.server.federation.transport import (
     DOMAIN_EXTENSION,

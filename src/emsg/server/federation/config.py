@@ -58,7 +58,7 @@ class FederationSettings(BaseModel):
         out = {}
         for domain, location in value.items():
             host = Domain.parse(domain)
-            parse_server(location, host.host)  # refuse a bad entry at start-up
+            parse_server(location, host.host, plain_http=True)  # refuse a bad entry at start-up
             out[str(host)] = location
         return out
 

@@ -14,62 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Final
 
 import httpx
 
-from emsg.proto.errors import EmsgError
-from emsg.proto.federation import (
-    DEFAULT_PORT,
-    WELL_KNOWN_PATH,
-    Target,
-    WellKnownServer,
-    parse_server,
-)
+from emsg.net.discovery import SrvLookup, srv_lookup, well_known
+from emsg.proto.federation import DEFAULT_PORT, Target, parse_server
 from emsg.proto.ids import Domain
-from emsg.proto.jsoncodec import loads_strict
 from emsg.server.federation.transport import TARGET_EXTENSION
 
 log = logging.getLogger("emsg.federation")
 
-MAX_WELL_KNOWN_BYTES: Final = 4096
-LOOKUP_TIMEOUT: Final = 5.0
 MAX_CACHED: Final = 10_000
-
-SrvLookup = Callable[[str], Awaitable[Target | None]]
-
-
-async def srv_lookup(domain_host: str) -> Target | None:
-    """DNS SRV `_emsg._tcp.<domain>`: lowest priority, then highest weight."""
-    import dns.asyncresolver
-    import dns.exception
-
-    try:
-        answer = await dns.asyncresolver.resolve(
-            f"_emsg._tcp.{domain_host}", "SRV", lifetime=LOOKUP_TIMEOUT
-        )
-    except (dns.exception.DNSException, OSError):
-        return None
-    records = sorted(answer, key=lambda r: (r.priority, -r.weight))
-    if not records:
-        return None
-    best = records[0]
-    host = str(best.target).rstrip(".")
-    if not host:
-        return None
-    return Target(host.lower(), int(best.port), domain_host)
-
-
-async def read_limited(response: httpx.Response, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise ValueError(f"response larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class Resolver:
@@ -112,7 +69,7 @@ class Resolver:
     async def _discover(self, domain: Domain) -> Target:
         static = self._static.get(str(domain))
         if static is not None:
-            return parse_server(static, domain.host)
+            return parse_server(static, domain.host, plain_http=True)
         if domain.port is not None:  # explicit port (development, LAN)
             return Target(domain.host, domain.port, domain.host)
         delegated = await self._well_known(domain)
@@ -127,21 +84,4 @@ class Resolver:
         if self._http is None:
             return None
         direct = Target(domain.host, DEFAULT_PORT, domain.host)
-        try:
-            async with self._http.stream(
-                "GET",
-                f"https://{domain.host}{WELL_KNOWN_PATH}",
-                extensions={TARGET_EXTENSION: direct},
-                timeout=LOOKUP_TIMEOUT,
-                follow_redirects=False,
-            ) as response:
-                if response.status_code != 200:
-                    return None
-                raw = await asyncio.wait_for(
-                    read_limited(response, MAX_WELL_KNOWN_BYTES), LOOKUP_TIMEOUT
-                )
-            doc = WellKnownServer.model_validate(loads_strict(raw))
-            return parse_server(doc.server, domain.host)
-        except (httpx.HTTPError, EmsgError, ValueError, TimeoutError) as exc:
-            log.debug("no well-known delegation for %s: %s", domain, exc)
-            return None
+        return await well_known(self._http, domain, {TARGET_EXTENSION: direct})

@@ -35,6 +35,7 @@ _DESCRIPTIONS: Final = {
     413: "Payload too large",
     415: "Unsupported media type",
     429: "Rate limited; see Retry-After",
+    502: "The server of the address's domain cannot be reached (remote_unavailable)",
     503: "The database does not answer",
 }
 

@@ -60,11 +60,12 @@ async def put_device_list(body: DeviceList, me: Me, svc: Svc) -> Ok:
     return Ok()
 
 
-@router.get("/keys/device-list/{address}", responses=errors(400, 401, 404, 429), tags=["keys"])
+# 502: the address is on another domain, whose server did not answer (§12).
+@router.get("/keys/device-list/{address}", responses=errors(400, 401, 404, 429, 502), tags=["keys"])
 async def get_device_list(address: str, me: Me, svc: Svc) -> DeviceList:
     return await svc.keys.get_device_list(address)
 
 
-@router.post("/keys/claim", responses=errors(*_AUTH, 404), tags=["keys"])
+@router.post("/keys/claim", responses=errors(*_AUTH, 404, 502), tags=["keys"])
 async def claim_keys(body: KeysClaimRequest, me: Me, svc: Svc) -> KeysClaimResult:
     return await svc.keys.claim(body.address, body.device_ids, requester=me.address)

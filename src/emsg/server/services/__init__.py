@@ -70,7 +70,7 @@ class Services:
             )
             remote = RemoteContacts(uow, clock, notifier, federation.wake)
         limits = settings.limits
-        accounts = AccountService(uow, clock, rules, int(settings.token_ttl * 1000))
+        accounts = AccountService(uow, clock, rules, int(settings.token_ttl * 1000), notifier)
         return cls(
             settings=settings,
             clock=clock,

@@ -19,6 +19,7 @@ from emsg.proto.errors import (
 )
 from emsg.proto.wire import Session
 from emsg.server.clock import Clock
+from emsg.server.fanout import Notifier
 from emsg.server.services.common import AddressRules, Caller
 from emsg.server.storage.ports import Tx, UnitOfWork
 from emsg.server.storage.records import TokenInfo
@@ -32,9 +33,15 @@ def hash_token(token: str) -> str:
 
 class AccountService:
     def __init__(
-        self, uow: UnitOfWork, clock: Clock, rules: AddressRules, token_ttl_ms: int
+        self,
+        uow: UnitOfWork,
+        clock: Clock,
+        rules: AddressRules,
+        token_ttl_ms: int,
+        notifier: Notifier,
     ) -> None:
         self._uow = uow
+        self._notifier = notifier
         self._clock = clock
         self._rules = rules
         self._ttl_ms = token_ttl_ms
@@ -142,3 +149,6 @@ class AccountService:
             hashes = await tx.tokens.delete_for_device(caller.device_id)
             await tx.devices.revoke(caller.device_id)
         self.forget_tokens(hashes)
+        # As a revocation does: the device's open stream wakes, finds its token gone
+        # and closes with 4401, instead of staying open and silent.
+        await self._notifier.publish([caller.device_id])

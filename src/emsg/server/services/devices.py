@@ -10,7 +10,7 @@ device in the published list may revoke, with the account password.
 
 from __future__ import annotations
 
-from emsg.proto.devices import AccountDevice, DevicesView, IdentityBackup
+from emsg.proto.devices import MAX_DEVICES_SHOWN, AccountDevice, DevicesView, IdentityBackup
 from emsg.proto.errors import Forbidden, InvalidRequest, NotFound, UnknownDevice
 from emsg.proto.wire import DeviceKeys, DeviceList
 from emsg.server.clock import Clock
@@ -18,14 +18,19 @@ from emsg.server.fanout import Notifier
 from emsg.server.services.accounts import AccountService
 from emsg.server.services.common import Caller
 from emsg.server.storage.ports import UnitOfWork
-from emsg.server.storage.records import Account
+from emsg.server.storage.records import Account, Device
+
+
+def _listed_ids(account: Account) -> set[str]:
+    """The devices the account's published (signed) device list names."""
+    if account.device_list is None:
+        return set()
+    return {str(d.get("device_id")) for d in account.device_list.get("devices", [])}
 
 
 def _listed(account: Account | None, device_id: str) -> bool:
     """Whether the account's published (signed) device list names `device_id`."""
-    if account is None or account.device_list is None:
-        return False
-    return any(d.get("device_id") == device_id for d in account.device_list.get("devices", []))
+    return account is not None and device_id in _listed_ids(account)
 
 
 class DeviceService:
@@ -41,6 +46,15 @@ class DeviceService:
         async with self._uow.read() as tx:
             account = await tx.accounts.get(me.address)
             devices = await tx.devices.all_of(me.address)
+        listed = set() if account is None else _listed_ids(account)
+        if len(devices) > MAX_DEVICES_SHOWN:
+            # Listed devices first, then the other live ones, then the revoked: the
+            # newest of each, as many as the view holds, in their usual order.
+            def rank(d: Device) -> tuple[int, int]:
+                return (0 if d.device_id in listed else 2 if d.revoked else 1, -d.created_at)
+
+            kept = {d.device_id for d in sorted(devices, key=rank)[:MAX_DEVICES_SHOWN]}
+            devices = [d for d in devices if d.device_id in kept]
         return DevicesView(
             devices=[
                 AccountDevice(

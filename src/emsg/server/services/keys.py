@@ -111,7 +111,9 @@ class KeyService:
         address = self._rules.local(raw_address)
         async with self._uow.read() as tx:
             account = await tx.accounts.get(address)
-        if account is None or account.device_list is None:
+        if account is None:
+            raise UnknownRecipient(f"no account {address}")
+        if account.device_list is None:
             raise NotFound(f"{address} has published no device list")
         return DeviceList.model_validate(account.device_list)
 

@@ -10,7 +10,9 @@ awaits return at once on this backend. PostgreSQL runs over asyncpg's pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -107,6 +109,15 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (it holds password
+    hashes, token hashes and identity backups); SQLite gives its `-wal` and `-shm`
+    files the database file's permissions. An existing file is left as it is: its
+    mode is the operator's choice."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class SqliteUnitOfWork:
     def __init__(self, engine: Engine, path: str) -> None:
         self._engine = engine
@@ -126,7 +137,8 @@ class SqliteUnitOfWork:
         path = parsed.database or ""
         if path in ("", ":memory:") or path.startswith("file:"):
             raise ValueError("SQLite needs a database file path (readers and writer share it)")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _create_private(Path(path))
         engine = create_engine(parsed, poolclass=NullPool)
         event.listen(engine, "connect", _sqlite_connect)
         with engine.connect() as conn:
@@ -180,8 +192,22 @@ class SqliteUnitOfWork:
             self._engine.dispose()
 
 
+# pg_advisory_xact_lock key of the writer lock: "EMSG" in ASCII.
+_WRITER_LOCK: Final = 0x454D5347
+
+
 class AsyncUnitOfWork:
-    """PostgreSQL over asyncpg: concurrent transactions from a connection pool."""
+    """PostgreSQL over asyncpg: concurrent reads from a connection pool, and write
+    transactions one at a time, across every server process on the database.
+
+    Each write takes one transaction-level advisory lock first, so writes commit
+    in the order they began, as on SQLite. Queue positions come from a sequence
+    (`events.pos`): two concurrent writers could commit them out of order, and a
+    stream that had delivered and acknowledged position p, deleting everything up
+    to it, would never see the smaller position committed after. The services'
+    check-then-write steps (a contact request, a transaction id) also assume this
+    serial order. Reads take no lock.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -199,6 +225,9 @@ class AsyncUnitOfWork:
         inv = Invalidations()
         try:
             async with self._engine.begin() as conn:
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITER_LOCK}
+                )
                 yield SqlTx(AwaitingConn(conn), self._caches, inv)
         finally:
             inv.replay()
@@ -218,6 +247,9 @@ class AsyncUnitOfWork:
 
 async def open_unit_of_work(url: str) -> ports.UnitOfWork:
     """SQLite (any `sqlite` URL, run on the loop thread) or an asyncio database URL."""
-    if make_url(url).get_backend_name() == "sqlite":
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
         return SqliteUnitOfWork.open(url)
+    if backend != "postgresql":  # the writer lock is PostgreSQL's advisory lock
+        raise ValueError(f"database_url: {backend} is not supported (use sqlite or postgresql)")
     return await AsyncUnitOfWork.open(url)
