@@ -16,7 +16,7 @@ from md_kit import PASSWORD, Homes, befriend, device_list, put_device_list, queu
 
 from emsg.client import Client
 from emsg.crypto.errors import InvalidRecoveryKey, UntrustedDevice
-from emsg.proto.errors import Forbidden, Unauthorized, UnknownDevice
+from emsg.proto.errors import Forbidden, RateLimited, Unauthorized, UnknownDevice
 from emsg.testing import ServerProcess
 
 DOMAIN = "rr.example"
@@ -242,3 +242,30 @@ async def test_an_account_with_more_devices_than_the_view_holds_still_lists(
     assert len(revoked) == 1000 - 1 - len(live)
     assert revoked[0] == "OLD00103"  # the 101 oldest revoked ones are left out
     await alice.aclose()
+
+
+async def test_guessing_the_password_through_revoke_is_as_slow_as_through_login(
+    homes: Homes,
+) -> None:
+    """A stolen token of an approved device could otherwise try passwords at the
+    speed of the server's hashing; revocations share the login limit (20 at once,
+    then 10 a minute) per address and per account."""
+    alice1, alice2 = await two_devices(homes)
+    answers: list[str] = []
+    for _ in range(25):
+        try:
+            await alice1.revoke_device(alice2.device_id, "a wrong guess")
+        except (Unauthorized, RateLimited) as exc:
+            answers.append(exc.code.value)
+    # The registration and the login took 2 of the 20 (and a slow run may have
+    # earned one more, at 10 a minute).
+    limited = answers.index("rate_limited")
+    assert answers[:limited] == ["unauthorized"] * limited
+    assert 18 <= limited <= 19
+    assert answers[limited:].count("rate_limited") >= 5
+    with pytest.raises(RateLimited):  # the right password waits too
+        await alice1.revoke_device(alice2.device_id, PASSWORD)
+    states = {d.device_id: d.state for d in await alice1.devices()}
+    assert states[alice2.device_id] == "approved"
+    for client in (alice1, alice2):
+        await client.aclose()

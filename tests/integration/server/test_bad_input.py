@@ -105,6 +105,7 @@ async def test_unknown_path_and_method(client: httpx.AsyncClient) -> None:
     assert (resp.status_code, code(resp)) == (404, "not_found")
     resp = await client.delete("/_emsg/v1/whoami")
     assert (resp.status_code, code(resp)) == (405, "method_not_allowed")
+    assert resp.headers["allow"] == "GET"  # RFC 9110: a 405 names what the path allows
 
 
 async def test_bad_query(client: httpx.AsyncClient) -> None:

@@ -205,6 +205,41 @@ async def test_stream_protocol_violations(server: ServerProcess, http: httpx.Asy
         await refused(ws, "protocol_violation", 1008)
 
 
+async def test_a_bad_send_frame_is_refused_alone_as_put_send_refuses_it(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
+    """Same codes as `PUT /send/{txn_id}` (§8.2), each error frame naming the send it
+    refuses, and the connection stays open for the next frame."""
+    alice = await register(http, "alice")
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": alice.token}))
+        assert (await recv(ws))["type"] == "ready"
+        envelope = {
+            "to": alice.address,
+            "device_id": alice.device_id,
+            "ciphertext": {"type": 1, "body": "AAAA", "sender_key": "A" * 43},
+        }
+        for txn_id, envelopes, expected in [
+            ("a b", [envelope], "invalid_identifier"),
+            ("x" * 129, [envelope], "invalid_identifier"),
+            ("a b", [], "invalid_request"),  # the body is checked first
+            ("fine", [], "invalid_request"),
+        ]:
+            await ws.send(json.dumps({"type": "send", "txn_id": txn_id, "envelopes": envelopes}))
+            frame = await recv(ws)
+            assert (frame["type"], frame["txn_id"], frame["error"]["code"]) == (
+                "error", txn_id, expected,
+            )  # fmt: skip
+            reply = await http.put(
+                f"/_emsg/v1/send/{txn_id}",
+                json={"envelopes": envelopes},
+                headers={"Authorization": f"Bearer {alice.token}"},
+            )
+            assert (reply.status_code, reply.json()["error"]["code"]) == (400, expected)
+        await ws.send(json.dumps({"type": "ping"}))
+        assert await recv(ws) == {"type": "pong"}
+
+
 async def test_logout_closes_the_devices_open_stream_at_once(
     server: ServerProcess, http: httpx.AsyncClient
 ) -> None:

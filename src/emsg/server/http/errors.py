@@ -66,7 +66,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(NotFound("no such path"))
         if exc.status_code == 405:
-            return error_response(MethodNotAllowed("the path exists, the method does not"))
+            reply = error_response(MethodNotAllowed("the path exists, the method does not"))
+            # RFC 9110 §15.5.6: a 405 names the methods the path has (Starlette's `Allow`).
+            reply.headers.update(exc.headers or {})
+            return reply
         body = {"error": {"code": "invalid_request", "message": str(exc.detail)}}
         return JSONResponse(body, status_code=exc.status_code)
 

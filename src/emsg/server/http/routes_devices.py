@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from emsg.proto.devices import DevicesView, IdentityBackup, RevokeRequest
 from emsg.proto.ids import DeviceId
 from emsg.proto.wire import Ok
-from emsg.server.http.deps import Me, Svc
+from emsg.server.http.deps import Me, Svc, client_ip
 from emsg.server.http.errors import errors
 
 router = APIRouter(tags=["devices"])
@@ -21,7 +21,13 @@ async def list_devices(me: Me, svc: Svc) -> DevicesView:
 
 
 @router.post("/devices/{device_id}/revoke", responses=errors(*_BODY, 403, 404))
-async def revoke_device(device_id: str, body: RevokeRequest, me: Me, svc: Svc) -> Ok:
+async def revoke_device(
+    device_id: str, body: RevokeRequest, request: Request, me: Me, svc: Svc
+) -> Ok:
+    # It checks the account password: as slow to guess through as a login, from one
+    # address and for one account (a stolen token may come from many addresses).
+    svc.ip_auth_limiter.hit(client_ip(request))
+    svc.ip_auth_limiter.hit(f"revoke:{me.address}")
     await svc.devices.revoke(me, DeviceId.parse(device_id).value, body.password)
     return Ok()
 

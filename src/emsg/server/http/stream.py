@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from emsg.proto.errors import (
     EmsgError,
     InternalError,
+    InvalidIdentifier,
     InvalidRequest,
     ProtocolViolation,
     RateLimited,
@@ -104,14 +105,24 @@ def parse_message(message: MutableMapping[str, Any], *, arrays: bool = True) -> 
     return items
 
 
+# The longest transaction id an error frame repeats (a valid one has at most 128).
+_MAX_ECHOED_TXN_ID: Final = 1024
+
+
 def parse_frame(obj: Any) -> Item:
     try:
         frame: AuthFrame | AckFrame | SendFrame | PingFrame = _FRAME.validate_python(obj)
     except ValidationError as exc:
-        what = describe_invalid(exc.errors(), limit=1)
+        errors = exc.errors()
+        what = describe_invalid(errors, limit=1)
         if isinstance(obj, dict) and obj.get("type") == "send":
+            # A send the client can match to its error is refused alone, with the
+            # code `PUT /send/{txn_id}` gives (which checks the body first); the
+            # connection stays open.
             txn_id = obj.get("txn_id")
-            if isinstance(txn_id, str) and len(txn_id) <= 128:
+            if isinstance(txn_id, str) and len(txn_id) <= _MAX_ECHOED_TXN_ID:
+                if all(e["loc"][1:2] == ("txn_id",) for e in errors):
+                    return BadSend(txn_id, InvalidIdentifier("not a transaction id"))
                 return BadSend(txn_id, InvalidRequest(what))
         return Violation(ProtocolViolation(f"not a valid frame: {what}"))
     return frame
