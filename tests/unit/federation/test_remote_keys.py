@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from emsg.proto.errors import Unauthorized
-from emsg.proto.federation import KEYS_PATH, ServerKey, ServerKeys
+from emsg.proto.federation import KEYS_PATH, OldServerKey, ServerKey, ServerKeys
 from emsg.server.clock import FakeClock
-from emsg.server.federation.auth import MIN_REFETCH_S, RemoteKeys
+from emsg.server.federation.auth import MIN_REFETCH_S, RECHECK_S, RemoteKeys
 from emsg.server.federation.client import FederationClient
 from emsg.server.federation.keys import SigningKeyring, new_key
 from emsg.server.storage.sql.uow import open_unit_of_work
@@ -31,6 +31,7 @@ class Peer:
 
     def __init__(self) -> None:
         self.keys: list[ServerKey] = []
+        self.old_keys: list[OldServerKey] = []
         self.fetches = 0
 
     def publish(self, key_id: str, valid_until: int) -> str:
@@ -44,7 +45,7 @@ class Peer:
     def handle(self, request: httpx.Request) -> httpx.Response:
         assert request.url.path == KEYS_PATH
         self.fetches += 1
-        doc = ServerKeys(server=PEER, keys=self.keys)
+        doc = ServerKeys(server=PEER, keys=self.keys, old_keys=self.old_keys)
         return httpx.Response(200, json=doc.model_dump(mode="json"))
 
 
@@ -96,3 +97,27 @@ async def test_a_key_not_valid_when_the_request_was_signed_is_refused(
         await keys.key(PEER, "ed25519:a", now + 2 * DAY_MS)
     with pytest.raises(Unauthorized, match="publishes no key"):
         await keys.key(PEER, "ed25519:zz", now)
+
+
+async def test_a_key_the_domain_rotated_out_is_refused_within_the_recheck_period(
+    setup: tuple[RemoteKeys, Peer, FakeClock],
+) -> None:
+    """A key still within its cached validity is checked against the domain's keys
+    document again after RECHECK_S: once the domain lists it under `old_keys` (it
+    ran `rotate-key`, perhaps because the key was stolen), requests signed after
+    that are refused, long before the 7 days of validity are over."""
+    keys, peer, clock = setup
+    now = clock.now_ms()
+    old = peer.publish("ed25519:a", now + 7 * DAY_MS)
+    assert (await keys.key(PEER, "ed25519:a", now)).key == old
+    rotated_at = clock.now_ms() + 1000
+    peer.keys = [k for k in peer.keys if k.key_id != "ed25519:a"]
+    peer.publish("ed25519:b", now + 14 * DAY_MS)
+    peer.old_keys = [OldServerKey(key_id="ed25519:a", key=old, expired_at=rotated_at)]
+    clock.advance(60)  # within the period: the cached key is relied on
+    assert (await keys.key(PEER, "ed25519:a", clock.now_ms())).key == old
+    assert peer.fetches == 1
+    clock.advance(RECHECK_S)
+    with pytest.raises(Unauthorized, match="not valid then"):
+        await keys.key(PEER, "ed25519:a", clock.now_ms())
+    assert peer.fetches == 2

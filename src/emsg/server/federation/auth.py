@@ -33,6 +33,10 @@ MIN_REFETCH_S: Final = 10.0
 # How long this process trusts its in-memory copy of the key cache before it asks
 # the database again (another instance sharing it may have fetched newer keys).
 MEMORY_TTL_S: Final = 60.0
+# How long a domain's keys document is relied on before it is fetched again, even
+# for a key that is still within its validity: that is how a receiver learns that
+# the domain rotated a key out (`old_keys`), which may have been stolen.
+RECHECK_S: Final = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +74,9 @@ class RemoteKeys:
 
     async def key(self, domain: str, key_id: str, created_ms: int) -> RemoteKey:
         key = (await self._cached(domain)).get(key_id)
-        if key is None or not key.usable_at(created_ms):
+        checked = self._last_fetch.get(domain)
+        due = checked is None or self._clock.monotonic() - checked >= RECHECK_S
+        if key is None or not key.usable_at(created_ms) or due:
             await self._refresh(domain)
             key = (await self._cached(domain)).get(key_id)
         if key is None:
