@@ -37,11 +37,13 @@ from emsg.crypto.keys import KdfParams
 from emsg.crypto.olm import Olm
 from emsg.proto.content import Content
 from emsg.proto.errors import (
+    AddressTaken,
     EmsgError,
     InvalidRequest,
     NoRequest,
     NotFound,
     ProtocolViolation,
+    Unauthorized,
     UnknownDevice,
 )
 from emsg.proto.ids import Address
@@ -49,6 +51,7 @@ from emsg.proto.wire import (
     Contact,
     ContactRequestBody,
     ContactsView,
+    DeviceList,
     LoginRequest,
     PolicyBody,
     RegisterRequest,
@@ -65,6 +68,27 @@ _MAX_BACKOFF: Final = 30.0
 # Events that arrived together are stored in one transaction and acked at once,
 # up to this many (an unacked event is only redelivered).
 _BATCH_EVENTS: Final = 256
+
+
+async def _resume_registration(api: HttpApi, address: str, password: str) -> Session:
+    """After `address_taken`: a new session on the account if it is this caller's and
+    its registration never finished (the reply to it was lost, or the process died
+    before the profile was written), so that registering again finishes it; else
+    `address_taken` stands. Its own: the password is right. Unfinished: no device
+    list was ever published, so no device of it holds an identity key."""
+    login = from_caller(LoginRequest, {"address": address, "password": password})
+    try:
+        session = await api.call_model(Session, "POST", "/login", login)
+    except Unauthorized:
+        raise AddressTaken(f"{address} is already registered") from None
+    api.token = session.token
+    try:
+        await api.get_model(DeviceList, f"/keys/device-list/{path_address(address)}")
+    except NotFound:
+        return session
+    await api.call("POST", "/logout")
+    api.token = None
+    raise AddressTaken(f"{address} is already registered and in use; log in instead")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -122,7 +146,12 @@ class Client:
             server or await homeserver_url(addr.domain, transport=transport), transport=transport
         )
         try:
-            session = await api.call_model(Session, "POST", "/accounts", request)
+            unfinished = False
+            try:
+                session = await api.call_model(Session, "POST", "/accounts", request)
+            except AddressTaken:
+                session = await _resume_registration(api, str(addr), password)
+                unfinished = True
             store = ProfileStore.create(
                 home, password, address=session.address, server_url=api.server_url, kdf=kdf
             )
@@ -134,6 +163,8 @@ class Client:
             api.token = session.token
             client = cls(store, api, identity)
             await client._keyring.publish_device()
+            if unfinished:
+                await client._devices.revoke_unfinished(password)
             client.recovery_key = await client._devices.new_recovery_key()
         except BaseException:
             await api.aclose()

@@ -329,6 +329,18 @@ class Devices:
                 identity, current, [d for d in current.devices if d.device_id != device_id]
             )
 
+    async def revoke_unfinished(self, password: str) -> None:
+        """End the devices an unfinished registration left behind: devices that never
+        uploaded keys, of an account whose first list this device just published."""
+        view = await self._server_view()
+        left = [
+            d.device_id
+            for d in (view.devices if view is not None else [])
+            if not d.revoked and d.device_keys is None and d.device_id != self.device_id
+        ]
+        for device_id in left:
+            await self.revoke(device_id, password)
+
     async def leave_list(self) -> None:
         """Take this device out of the signed list (before it logs out)."""
         identity = self._keyring.identity
