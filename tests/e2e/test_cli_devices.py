@@ -168,3 +168,28 @@ def test_revoke_a_device_and_recover_with_a_new_recovery_key(
     assert run_json(a3, "account", "whoami")["state"] == "approved"
     run(b, "send", ALICE, "to the recovered device")
     assert run_json(a3, "messages")[-1]["body"] == "to the recovered device"
+
+
+def test_a_wrong_key_at_login_recover_says_what_to_do_and_leaves_no_device_behind(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    a1, a2 = tmp_path / "alice1", tmp_path / "alice2"
+    key = run_json(a1, "account", "register", ALICE, "--server", server.url)["recovery_key"]
+
+    def login_recover(recovery_key: str) -> subprocess.CompletedProcess[str]:
+        env = {**_env(PASSWORD), "EMSG_RECOVERY_KEY": recovery_key}
+        argv = _argv(a2, "account", "login", ALICE, "--server", server.url, "--recover")
+        return subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=120,
+            stdin=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
+
+    wrong = login_recover("A" * 32)
+    assert wrong.returncode == AUTH, wrong.stderr
+    one_error_line(wrong, "invalid_recovery_key")
+    assert "run `emsg account recover` here with the right key" in wrong.stderr
+    # Logging in again in that folder (instead of `account recover`) ends the
+    # device the first attempt made, rather than leaving it pending for good.
+    assert login_recover(key).returncode == 0
+    states = sorted(d["state"] for d in run_json(a1, "device", "list"))
+    assert states == ["approved", "approved", "revoked"]

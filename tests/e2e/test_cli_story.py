@@ -314,6 +314,12 @@ def test_expected_failures_are_one_line_with_their_exit_code(
     after = run(alice, "account", "whoami", ok=False)
     assert after.returncode == AUTH, after.stderr
     assert len(after.stderr.strip().splitlines()) == 1
+    # Every command says it the same way, sends included (they asked the server
+    # with no token and printed its "missing bearer token").
+    for args in (("send", BOB, "hi"), ("contact", "add", BOB), ("messages",)):
+        refused = run(alice, *args, ok=False)
+        assert refused.returncode == AUTH, refused.stderr
+        one_error_line(refused, "not_logged_in")
 
 
 def test_values_no_request_may_carry_are_refused_before_anything_is_sent(

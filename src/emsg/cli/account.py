@@ -17,6 +17,7 @@ from emsg.cli.context import (
     with_new_session,
 )
 from emsg.cli.output import print_json, qr_code, say
+from emsg.crypto.errors import InvalidRecoveryKey
 
 if TYPE_CHECKING:
     from emsg.client import Client
@@ -116,7 +117,13 @@ def login(
 
     async def enter(client: Client) -> dict[str, Any]:
         if recovery is not None and not client.approved:
-            await client.recover(recovery)
+            try:
+                await client.recover(recovery)
+            except InvalidRecoveryKey as exc:
+                raise InvalidRecoveryKey(
+                    f"{exc.message}; this folder is logged in and its device waits for"
+                    " approval: run `emsg account recover` here with the right key"
+                ) from None
         return {**(await _identity(client)), "approval_code": client.approval_code}
 
     who = with_new_session(ctx, "login", canonical, server, enter)

@@ -32,7 +32,7 @@ MEANING: Final[dict[Exit, str]] = {
     Exit.AUTH: "authentication: wrong password or passphrase, expired or revoked session",
     Exit.NOT_FOUND: "not found: no such account, device or contact request",
     Exit.REFUSED: "refused: the recipient's policy or block list, or forbidden",
-    Exit.NETWORK: "network: the homeserver cannot be reached",
+    Exit.NETWORK: "network: the homeserver cannot be reached, or did not confirm a send",
     Exit.NO_PROFILE: "no profile in the home folder: register or log in first",
     Exit.CONFLICT: "conflict: address taken, already friends, profile exists, key changed",
     Exit.INTERRUPTED: "interrupted by Ctrl-C (SIGTERM stops `listen` with 0)",
@@ -72,6 +72,7 @@ _BY_KIND: Final[dict[str, Exit]] = {
     "invalid_approval_code": Exit.USAGE,
     "invalid_input": Exit.USAGE,
     "invalid_recovery_key": Exit.AUTH,
+    "not_confirmed": Exit.NETWORK,
 }
 
 

@@ -85,9 +85,11 @@ def messages(
 
 
 def _shown_body(message: Message) -> str:
-    if message.bounced is None:
-        return message.body
-    return f"{message.body}  [NOT DELIVERED: {message.bounced}]"
+    if message.bounced is not None:
+        return f"{message.body}  [NOT DELIVERED: {message.bounced}]"
+    if message.pending:
+        return f"{message.body}  [not confirmed yet: sent again by your next command]"
+    return message.body
 
 
 def _event_json(event: ClientEvent) -> dict[str, Any]:

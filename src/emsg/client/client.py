@@ -9,6 +9,7 @@ history, pinned identity keys and Olm state in the local store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import secrets
@@ -205,8 +206,15 @@ class Client:
                 else await homeserver_url(addr.domain, transport=transport)
             )
         api = HttpApi(server, transport=transport)
+        old_token = store.token if store is not None else None
         try:
             session = await api.call_model(Session, "POST", "/login", request)
+            if old_token is not None:
+                # This folder's device becomes a new one: end the old one at the
+                # server, rather than leave it there, pending or listed, for good.
+                api.token = old_token
+                with contextlib.suppress(EmsgError, httpx.TransportError):
+                    await api.call("POST", "/logout")
             api.token = session.token
             old_device = None
             if store is None:
@@ -495,7 +503,10 @@ class Client:
                 self._keyring.forget(me)
                 await self._outgoing.send(content, peer, message)
         except BaseException:
-            self._store.remove_message(message.id)  # history keeps what was sent
+            # History keeps what was sent, and what may have been: a send still in
+            # the outbox (its outcome unknown) goes again with the next command.
+            if message.id not in self._store.pending_message_ids():
+                self._store.remove_message(message.id)
             raise
         return message
 
@@ -503,6 +514,7 @@ class Client:
 
     async def fetch(self) -> list[Message]:
         api = self._authed()
+        await self._outgoing.resend_pending()
         new: list[Message] = []
         while True:
             try:
@@ -548,6 +560,7 @@ class Client:
             delay = 0.5
             self._sender.stream = stream
             try:
+                await self._outgoing.resend_pending()
                 async for events in stream.batches(_BATCH_EVENTS):
                     # Stored events are shown before anything else can fail: if the ack
                     # below is lost, the redelivered events are duplicates and dropped,

@@ -12,6 +12,7 @@ __all__ = [
     "IdentityKeyChanged",
     "InvalidInput",
     "NoProfile",
+    "NotConfirmed",
     "NotLoggedIn",
     "ProfileExists",
     "UntrustedDevice",
@@ -69,3 +70,13 @@ class InvalidInput(ClientError):
 
     code, status = ErrorCode.INVALID_REQUEST, 400
     kind = "invalid_input"
+
+
+class NotConfirmed(ClientError):
+    """A send whose outcome is unknown: the server did not answer (the connection
+    failed, it was busy or in trouble). The message stays in the history, marked
+    pending, and the next send, fetch or listen sends it again under the same
+    transaction id, so it is delivered once whether or not this attempt arrived."""
+
+    code, status = ErrorCode.INTERNAL, 503
+    kind = "not_confirmed"

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Final
 
-from emsg.client.errors import DeviceNotApproved
+from emsg.client.errors import DeviceNotApproved, NotLoggedIn
 from emsg.client.store import PinnedContact, ProfileStore, now_ms
 from emsg.client.transport import HttpApi, path_address
 from emsg.crypto.device import MAX_ONE_TIME_KEYS, Device
@@ -78,6 +78,8 @@ class Keyring:
 
     async def fetch_raw(self, address: str) -> DeviceList:
         """The device list as the server hands it out: verify before any use."""
+        if self._api.token is None:
+            raise NotLoggedIn()  # as every other request says it, not the server's 401
         return await self._api.get_model(DeviceList, f"/keys/device-list/{path_address(address)}")
 
     def _key_changed(self, address: str, raw: DeviceList) -> EmsgError:

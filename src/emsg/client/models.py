@@ -20,6 +20,10 @@ class Message:
     # For an outgoing message another domain's server refused or never took: why
     # (an error code such as `recipient_refuses` or `remote_unavailable`).
     bounced: str | None = None
+    # An outgoing message whose send the server has not confirmed yet (the reply
+    # was lost, or the sending process stopped): the next send, fetch or listen
+    # sends it again, under the same transaction id.
+    pending: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -31,6 +35,7 @@ class Message:
             "received_at": self.received_at,
             "direction": self.direction,
             "bounced": self.bounced,
+            "pending": self.pending,
         }
 
     def peer(self) -> str:

@@ -12,6 +12,13 @@ a reply needs no write. A lone message is a batch of one, sent at once; only
 while two batches are still unanswered does the next one wait to grow (Nagle's
 algorithm, for sends).
 
+Every send is also kept in the profile's outbox (the same commit) until the server
+confirms it. A send whose outcome is unknown (the connection failed, the reply was
+lost, the process was stopped) stays there and its message stays in the history,
+marked pending; the next send, fetch or listen repeats it under the same
+transaction id, which the server answers from its record, so it arrives once.
+Confirmed rows are deleted with the next commit, so a confirmation costs none.
+
 Runs are consecutive messages only: ciphertexts to one device (an own other
 device sees every message) must not overtake each other by more than the 40
 skipped keys an Olm chain keeps, and people expect their order anyway.
@@ -26,13 +33,14 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Final
 
+from emsg.client.errors import NotConfirmed
 from emsg.client.keyring import Keyring
 from emsg.client.models import Message
 from emsg.client.sender import Sender
 from emsg.client.store import ProfileStore
 from emsg.crypto.identity import VerifiedDeviceList
 from emsg.proto.content import Content
-from emsg.proto.errors import KeysExhausted
+from emsg.proto.errors import EmsgError, KeysExhausted, RateLimited
 from emsg.proto.wire import (
     MAX_ENVELOPES_PER_SEND,
     ClaimedDevice,
@@ -96,6 +104,10 @@ class Outgoing:
         self._queue: list[_Job] = []
         self._settling: set[asyncio.Task[None]] = set()
         self._pump: asyncio.Task[None] | None = None
+        # Sends of this process written to the outbox and not settled yet: not to be
+        # repeated from the outbox while they are on their way.
+        self._in_flight: set[str] = set()
+        self._outbox_checked = False
 
     async def send(self, content: Content, peer: str, message: Message) -> None:
         """Send one message (with whatever else is queued); raise what failed it."""
@@ -111,6 +123,9 @@ class Outgoing:
         # One turn of the event loop: sends started in the same turn join the batch.
         await asyncio.sleep(0)
         try:
+            if not self._outbox_checked:  # what an earlier process left goes first
+                self._outbox_checked = True
+                await self.resend_pending()
             while self._queue:
                 async with self._sender.order:
                     # Like Nagle's algorithm: while earlier batches still wait for their
@@ -206,19 +221,73 @@ class Outgoing:
                 )
                 for job in run.jobs:
                     self._store.record_sent(job.message.id, list(islice(ids, len(job.envelopes))))
+                messages = [job.message.id for job in run.jobs]
+                for txn_id, request in run.sends:
+                    self._store.queue_send(txn_id, request.model_dump_json(), messages)
+                    self._in_flight.add(txn_id)
         return runs
 
     async def _settle(self, runs: list[_Run]) -> None:
+        """Each send's outcome: confirmed (its outbox row goes), refused for good (its
+        row goes, and its messages fail with the refusal), or unknown (the row stays,
+        and its messages fail with `NotConfirmed`: the next command sends them again)."""
         for run in runs:
-            try:
-                for reply in run.replies:
+            confirmed: list[str] = []
+            refused: Exception | None = None
+            unknown: Exception | None = None
+            for (txn_id, _), reply in zip(run.sends, run.replies, strict=True):
+                try:
                     await reply
-            except Exception as exc:
-                for job in run.jobs:
-                    job.fail(exc)
-                continue
+                except Exception as exc:
+                    if _refused_for_good(exc):
+                        refused = refused or exc
+                        self._store.drop_sends([txn_id])
+                    else:
+                        unknown = unknown or exc
+                else:
+                    confirmed.append(txn_id)
+                finally:
+                    self._in_flight.discard(txn_id)
+            self._store.confirm_sends(confirmed)
+            if unknown is not None:
+                self._outbox_checked = False  # the next batch repeats it first
             for job in run.jobs:
-                job.finish()
+                if unknown is not None:
+                    job.fail(_not_confirmed(unknown))
+                elif refused is not None:
+                    job.fail(refused)
+                else:
+                    job.finish()
+
+    async def resend_pending(self) -> None:
+        """Send again, oldest first and under the same transaction ids, what the
+        outbox holds that no send of this process has on its way: a send an earlier
+        process was stopped in, or whose reply was lost. The server answers a repeat
+        from its record, so nothing is delivered twice. Stops at the first send
+        whose outcome is unknown (the server is probably out of reach)."""
+        async with self._sender.order:
+            for txn_id, raw in self._store.pending_sends():
+                if txn_id in self._in_flight:
+                    continue
+                request = SendRequest.model_validate_json(raw)
+                try:
+                    await self._sender.put_once(txn_id, request)
+                except Exception as exc:
+                    if not _refused_for_good(exc):
+                        log.info("pending send %s not confirmed yet: %s", txn_id, exc)
+                        return
+                    # Never delivered: shown as not delivered, as a bounce is.
+                    with self._store.transaction():
+                        self._store.drop_sends([txn_id])
+                        self._store.mark_bounced(
+                            [
+                                envelope_id(self._me, self._device_id, txn_id, index)
+                                for index in range(len(request.envelopes))
+                            ],
+                            exc.code.value if isinstance(exc, EmsgError) else "refused",
+                        )
+                else:
+                    self._store.confirm_sends([txn_id])
 
     async def aclose(self) -> None:
         """Let replies still in flight settle (or fail with the connection)."""
@@ -226,3 +295,18 @@ class Outgoing:
             await asyncio.gather(self._pump, return_exceptions=True)
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
+
+
+def _refused_for_good(exc: Exception) -> bool:
+    """The server answered and committed nothing, and would answer the same again.
+    A 5xx or 429 (retried already), a connection that failed or a reply that never
+    came leave the outcome unknown."""
+    return isinstance(exc, EmsgError) and exc.status < 500 and not isinstance(exc, RateLimited)
+
+
+def _not_confirmed(exc: Exception) -> NotConfirmed:
+    why = exc.message if isinstance(exc, EmsgError) else f"{type(exc).__name__}: {exc}"
+    return NotConfirmed(
+        f"the homeserver did not confirm the send ({why}); the message is kept and"
+        " sent again by your next send, messages or listen (never twice)"
+    )

@@ -92,7 +92,7 @@ class Sender:
 
     async def send(self, envelopes: list[OutgoingEnvelope]) -> list[SendResult]:
         """Send envelopes encrypted under `order`, which the caller still holds."""
-        return [await reply for reply in await self.submit(envelopes)]
+        return list(await asyncio.gather(*await self.submit(envelopes)))
 
     @staticmethod
     def plan(envelopes: list[OutgoingEnvelope]) -> list[tuple[str, SendRequest]]:
@@ -128,7 +128,12 @@ class Sender:
                 else:
                     replies.append(self._settle(sent, txn_id, batch))
                     continue
-            replies.append(_done(await self._put_send(txn_id, batch)))
+            try:
+                result = await self._put_send(txn_id, batch)
+            except Exception as exc:  # this send's outcome; the others still go
+                replies.append(_failed(exc))
+            else:
+                replies.append(_done(result))
         return replies
 
     async def _settle(
@@ -156,6 +161,10 @@ class Sender:
                 delay = min(delay * 2, _MAX_BACKOFF)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def put_once(self, txn_id: str, batch: SendRequest) -> SendResult:
+        """PUT a send once, without retries (for a send repeated from the outbox)."""
+        return await self._authed().call_model(SendResult, "PUT", f"/send/{txn_id}", batch)
+
     async def send_to_devices(
         self, content: ContentHeader, devices: VerifiedDeviceList, device_ids: list[str]
     ) -> int:
@@ -170,3 +179,7 @@ class Sender:
 
 async def _done(result: SendResult) -> SendResult:
     return result
+
+
+async def _failed(exc: Exception) -> SendResult:
+    raise exc

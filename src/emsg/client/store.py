@@ -24,7 +24,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -59,6 +59,9 @@ CREATE TABLE IF NOT EXISTS bounces (
     message_id TEXT PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_changes (
     address TEXT PRIMARY KEY, new_key TEXT NOT NULL, seen_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    txn_id TEXT PRIMARY KEY, request TEXT NOT NULL, message_ids TEXT NOT NULL,
+    created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS device_lists (
     address TEXT NOT NULL, identity_key TEXT NOT NULL, version INTEGER NOT NULL,
     signature TEXT NOT NULL, PRIMARY KEY (address, identity_key)) WITHOUT ROWID;
@@ -114,6 +117,9 @@ class ProfileStore:
         # (another process on this profile) has committed: `PRAGMA data_version`.
         self._sessions: dict[str, list[tuple[str, str]]] = {}
         self._data_version = -1
+        # Sends the server confirmed whose outbox rows are not deleted yet: deleted
+        # with the next commit (or at close), so a confirmation costs no commit.
+        self._confirmed: set[str] = set()
         # `defer_to_commit`: writes held back until the open transaction ends
         self._before_commit: list[Callable[[], None]] = []
         self._after_rollback: list[Callable[[], None]] = []
@@ -195,6 +201,8 @@ class ProfileStore:
                     self._conn.execute(statement)
 
     def close(self) -> None:
+        if self._confirmed:
+            self._delete_confirmed()
         self.checkpointer.close()
         self._conn.close()
 
@@ -215,7 +223,12 @@ class ProfileStore:
             yield
             while self._before_commit:
                 self._before_commit.pop(0)()
+            confirmed = bool(self._confirmed)
+            if confirmed:
+                self._delete_confirmed(clear=False)
             self._conn.execute("COMMIT")
+            if confirmed:
+                self._confirmed.clear()
             self.checkpointer.committed()
         except BaseException:
             if self._conn.in_transaction:  # a failed COMMIT may have ended it already
@@ -499,6 +512,40 @@ class ProfileStore:
             [(envelope_id, message_id) for envelope_id in envelope_ids],
         )
 
+    # --- the outbox: sends committed here and not yet confirmed by the server ------
+
+    def queue_send(self, txn_id: str, request: str, message_ids: list[str]) -> None:
+        """Keep a send (its `SendRequest` JSON) until the server confirms it: written
+        in the transaction that encrypted it, so a send cut short is sent again."""
+        self._conn.execute(
+            "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)",
+            (txn_id, request, json.dumps(message_ids), now_ms()),
+        )
+
+    def confirm_sends(self, txn_ids: list[str]) -> None:
+        """The server has these sends: their rows go with the next commit."""
+        self._confirmed.update(txn_ids)
+
+    def drop_sends(self, txn_ids: list[str]) -> None:
+        """The server refused these sends for good: nothing is to be sent again."""
+        self._conn.executemany("DELETE FROM outbox WHERE txn_id = ?", [(t,) for t in txn_ids])
+
+    def _delete_confirmed(self, *, clear: bool = True) -> None:
+        self.drop_sends(sorted(self._confirmed))
+        if clear:
+            self._confirmed.clear()
+
+    def pending_sends(self) -> list[tuple[str, str]]:
+        """(txn_id, request JSON) of the sends not confirmed yet, oldest first."""
+        rows = self._conn.execute(
+            "SELECT txn_id, request FROM outbox ORDER BY created_at, rowid"
+        ).fetchall()
+        return [(t, r) for t, r in rows if t not in self._confirmed]
+
+    def pending_message_ids(self) -> set[str]:
+        rows = self._conn.execute("SELECT txn_id, message_ids FROM outbox").fetchall()
+        return {m for t, ids in rows if t not in self._confirmed for m in json.loads(ids)}
+
     def mark_bounced(self, envelope_ids: list[str], reason: str) -> list[Message]:
         """Mark the messages these envelopes carried as bounced; return them, once each."""
         marks = ",".join("?" * len(envelope_ids))
@@ -526,7 +573,11 @@ class ProfileStore:
             " b.reason FROM messages m LEFT JOIN bounces b ON b.message_id = m.id "
         )
         rows = self._conn.execute(query + where + " ORDER BY m.sent_at, m.rowid", args).fetchall()
-        return [self._message(*row) for row in rows]
+        messages = [self._message(*row) for row in rows]
+        pending = self.pending_message_ids()
+        if pending:
+            messages = [replace(m, pending=True) if m.id in pending else m for m in messages]
+        return messages
 
     def _message(
         self,
