@@ -249,6 +249,10 @@ def test_listen_says_when_the_homeserver_is_gone_and_goes_on_when_it_is_back(
         run(bob, "account", "register", BOB, "--server", server.url)
         listener = Listener(bob)
         listener.wait_ready()
+        # "listening as" comes before the stream is up: a message through it proves
+        # it is, so that stopping the server now loses a live stream.
+        run(alice, "send", BOB, "before the stop")
+        listener.next_message("before the stop", timeout=30)
         server.stop()
         listener.wait_status("lost the homeserver", timeout=30)
         listener.wait_status("cannot reach the homeserver", timeout=30)

@@ -31,7 +31,7 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Final
+from typing import Final, TypeGuard
 
 from emsg.client.errors import NotConfirmed
 from emsg.client.keyring import Keyring
@@ -284,7 +284,7 @@ class Outgoing:
                                 envelope_id(self._me, self._device_id, txn_id, index)
                                 for index in range(len(request.envelopes))
                             ],
-                            exc.code.value if isinstance(exc, EmsgError) else "refused",
+                            exc.code.value,
                         )
                 else:
                     self._store.confirm_sends([txn_id])
@@ -297,7 +297,7 @@ class Outgoing:
             await asyncio.gather(*self._settling, return_exceptions=True)
 
 
-def _refused_for_good(exc: Exception) -> bool:
+def _refused_for_good(exc: Exception) -> TypeGuard[EmsgError]:
     """The server answered and committed nothing, and would answer the same again.
     A 5xx or 429 (retried already), a connection that failed or a reply that never
     came leave the outcome unknown."""

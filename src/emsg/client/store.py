@@ -394,10 +394,19 @@ class ProfileStore:
         self._conn.execute("INSERT OR REPLACE INTO secrets VALUES ('identity', ?)", (sealed,))
 
     def reset_device(self) -> None:
-        """Forget the old device's Olm state when this profile becomes a new device."""
+        """Forget the old device's Olm state when this profile becomes a new device.
+
+        Its unconfirmed sends go too: they carry its ciphertexts, which no other
+        device can send. Their messages are shown as not delivered."""
         with self.transaction():
-            for table in ("account", "sessions", "seen_envelopes"):
+            for message_id in self.pending_message_ids():
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO bounces VALUES (?, 'device_replaced', ?)",
+                    (message_id, now_ms()),
+                )
+            for table in ("account", "sessions", "seen_envelopes", "outbox"):
                 self._conn.execute(f"DELETE FROM {table}")
+            self._confirmed.clear()
             self._sessions.clear()
             self._conn.execute("DELETE FROM profile WHERE k IN ('cursor', 'device_id')")
 

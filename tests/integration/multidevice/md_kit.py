@@ -84,13 +84,23 @@ def put_device_list(conn: sqlite3.Connection, address: str, body: dict[str, Any]
     )
 
 
-def queued_for(server: ServerProcess, device_id: str) -> int:
-    """Envelopes queued at the server for one device, read while it runs."""
+def _read_one(server: ServerProcess, query: str, arg: str) -> int:
+    """One number from the server's database, read while it runs."""
     conn = sqlite3.connect(server.data / "emsg.sqlite3")
     try:
-        (count,) = conn.execute(
-            "SELECT COUNT(*) FROM events WHERE device_id = ? AND kind = 'envelope'", (device_id,)
-        ).fetchone()
-        return int(count)
+        (value,) = conn.execute(query, (arg,)).fetchone()
+        return int(value)
     finally:
         conn.close()
+
+
+def queued_for(server: ServerProcess, device_id: str) -> int:
+    """Envelopes queued at the server for one device."""
+    return _read_one(
+        server, "SELECT COUNT(*) FROM events WHERE device_id = ? AND kind = 'envelope'", device_id
+    )
+
+
+def device_list_version(server: ServerProcess, address: str) -> int:
+    """The version of the account's device list the server holds."""
+    return _read_one(server, "SELECT device_list_version FROM accounts WHERE address = ?", address)

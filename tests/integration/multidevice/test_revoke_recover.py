@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
-from md_kit import PASSWORD, Homes, befriend, device_list, put_device_list, queued_for, server_db
+from md_kit import (
+    PASSWORD,
+    Homes,
+    befriend,
+    device_list,
+    device_list_version,
+    put_device_list,
+    queued_for,
+    server_db,
+)
 
 from emsg.client import Client
 from emsg.crypto.errors import InvalidRecoveryKey, UntrustedDevice
@@ -205,18 +213,6 @@ async def test_a_server_replaying_the_list_from_before_a_revocation_is_refused(
     assert device_list_version(server, alice) == before_revocation["version"]
     for client in (alice1, alice3, bob):
         await client.aclose()
-
-
-def device_list_version(server: ServerProcess, address: str) -> int:
-    """The version of the list the server holds, read while it runs."""
-    conn = sqlite3.connect(server.data / "emsg.sqlite3")
-    try:
-        (version,) = conn.execute(
-            "SELECT device_list_version FROM accounts WHERE address = ?", (address,)
-        ).fetchone()
-        return int(version)
-    finally:
-        conn.close()
 
 
 async def test_an_account_with_more_devices_than_the_view_holds_still_lists(

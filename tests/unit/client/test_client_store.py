@@ -239,3 +239,31 @@ def test_commits_leave_wal_checkpoints_to_the_worker(tmp_path: Path) -> None:
     again = ProfileStore.open(tmp_path, PASS)
     assert len(again.history()) == 1500
     again.close()
+
+
+def test_the_outbox_keeps_sends_until_confirmed_and_a_new_device_drops_them(
+    tmp_path: Path,
+) -> None:
+    store = make(tmp_path)
+    out = Message("m1", "alice#a.example", "bob#b.example", "hi", 1, None, "out")
+    with store.transaction():
+        store.add_message(out)
+        store.queue_send("t1", '{"envelopes": []}', ["m1"])
+        store.queue_send("t2", '{"envelopes": []}', ["m1"])
+    assert [m.pending for m in store.history()] == [True]
+    store.confirm_sends(["t1"])
+    assert store.pending_sends() == [("t2", '{"envelopes": []}')]  # at once in memory
+    store.confirm_sends(["t2"])
+    assert [m.pending for m in store.history()] == [False]
+    store.close()  # the confirmed rows are deleted as it closes
+    again = ProfileStore.open(tmp_path, PASS)
+    assert again.pending_sends() == []
+
+    # A send that was never confirmed belongs to this device's ciphertexts: when the
+    # folder becomes a new device, it is dropped and its message shows as not delivered.
+    with again.transaction():
+        again.queue_send("t3", '{"envelopes": []}', ["m1"])
+    again.reset_device()
+    assert again.pending_sends() == []
+    assert [(m.pending, m.bounced) for m in again.history()] == [(False, "device_replaced")]
+    again.close()
