@@ -15,7 +15,6 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from emsg.server.app import create_app
 from emsg.server.federation.config import TlsSettings
 from emsg.server.federation.keys import SigningKeyring
 from emsg.server.settings import Settings, load_settings
@@ -67,6 +66,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(settings: Settings, sock: socket.socket) -> None:
     host, port = settings.host_port
+    # Imported here, not at the top: `emsg` loads this module for every client
+    # command too, and the app (FastAPI, SQLAlchemy, alembic) takes 1.7 s to import.
+    from emsg.server.app import create_app
+
     config = uvicorn.Config(
         create_app(settings),
         host=host,
