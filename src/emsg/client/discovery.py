@@ -9,8 +9,6 @@ a server that runs at `im.example.org`, as people expect from e-mail.
 
 from __future__ import annotations
 
-import ipaddress
-
 import httpx
 
 from emsg.net.discovery import LOOKUP_TIMEOUT, SrvLookup, srv_lookup, well_known
@@ -35,9 +33,5 @@ async def homeserver_url(
 
 
 def _url(target: Target) -> str:
-    try:
-        host = f"[{target.host}]" if ipaddress.ip_address(target.host).version == 6 else target.host
-    except ValueError:
-        host = target.host
-    port = "" if target.port == DEFAULT_PORT else f":{target.port}"
-    return f"https://{host}{port}"
+    # Every target found here is https; the URL the profile keeps omits its port.
+    return target.base_url.removesuffix(f":{DEFAULT_PORT}")

@@ -201,8 +201,7 @@ class ProfileStore:
                     self._conn.execute(statement)
 
     def close(self) -> None:
-        if self._confirmed:
-            self._delete_confirmed()
+        self.drop_sends(list(self._confirmed))
         self.checkpointer.close()
         self._conn.close()
 
@@ -223,12 +222,9 @@ class ProfileStore:
             yield
             while self._before_commit:
                 self._before_commit.pop(0)()
-            confirmed = bool(self._confirmed)
-            if confirmed:
-                self._delete_confirmed(clear=False)
+            self.drop_sends(list(self._confirmed))
             self._conn.execute("COMMIT")
-            if confirmed:
-                self._confirmed.clear()
+            self._confirmed.clear()
             self.checkpointer.committed()
         except BaseException:
             if self._conn.in_transaction:  # a failed COMMIT may have ended it already
@@ -536,13 +532,9 @@ class ProfileStore:
         self._confirmed.update(txn_ids)
 
     def drop_sends(self, txn_ids: list[str]) -> None:
-        """The server refused these sends for good: nothing is to be sent again."""
-        self._conn.executemany("DELETE FROM outbox WHERE txn_id = ?", [(t,) for t in txn_ids])
-
-    def _delete_confirmed(self, *, clear: bool = True) -> None:
-        self.drop_sends(sorted(self._confirmed))
-        if clear:
-            self._confirmed.clear()
+        """Forget these sends: confirmed, or refused for good."""
+        if txn_ids:
+            self._conn.executemany("DELETE FROM outbox WHERE txn_id = ?", [(t,) for t in txn_ids])
 
     def pending_sends(self) -> list[tuple[str, str]]:
         """(txn_id, request JSON) of the sends not confirmed yet, oldest first."""

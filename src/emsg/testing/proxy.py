@@ -82,7 +82,7 @@ class FaultyProxy:
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
             while request := await _message(reader):
-                if request.lower().find(b"upgrade: websocket") != -1:
+                if b"upgrade: websocket" in request.lower():
                     writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                     await writer.drain()
                     continue
