@@ -25,7 +25,7 @@ from emsg.client.devices import Devices
 from emsg.client.discovery import homeserver_url
 from emsg.client.errors import NotLoggedIn, ProfileExists
 from emsg.client.inbox import Inbox, contact_info
-from emsg.client.inputs import from_caller
+from emsg.client.inputs import from_caller, with_login_key
 from emsg.client.keyring import Keyring
 from emsg.client.models import ClientEvent, ContactInfo, DeviceInfo, Message
 from emsg.client.outgoing import Outgoing
@@ -71,13 +71,13 @@ _MAX_BACKOFF: Final = 30.0
 _BATCH_EVENTS: Final = 256
 
 
-async def _resume_registration(api: HttpApi, address: str, password: str) -> Session:
+async def _resume_registration(api: HttpApi, login: LoginRequest) -> Session:
     """After `address_taken`: a new session on the account if it is this caller's and
     its registration never finished (the reply to it was lost, or the process died
     before the profile was written), so that registering again finishes it; else
     `address_taken` stands. Its own: the password is right. Unfinished: no device
     list was ever published, so no device of it holds an identity key."""
-    login = from_caller(LoginRequest, {"address": address, "password": password})
+    address = login.address
     try:
         session = await api.call_model(Session, "POST", "/login", login)
     except Unauthorized:
@@ -137,12 +137,17 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> Client:
         """Create the account; this profile becomes its first device and holds the new
-        account identity key. `recovery_key` holds the recovery key to show the user."""
+        account identity key. `recovery_key` holds the recovery key to show the user.
+
+        `kdf` is the argon2id cost of the password, both as the profile's passphrase
+        and for the login key the server gets instead of it (protocol.md §4). Keep
+        the default outside tests: every client of an account must use the same."""
         home = Path(home)
         if ProfileStore.exists(home):
             raise ProfileExists(f"a profile already exists in {home}")
         addr = Address.parse(address)
-        request = from_caller(RegisterRequest, {"address": str(addr), "password": password})
+        fields = {"address": str(addr), "password": password}
+        request = with_login_key(RegisterRequest, fields, str(addr), kdf)
         api = HttpApi(
             server or await homeserver_url(addr.domain, transport=transport), transport=transport
         )
@@ -151,7 +156,8 @@ class Client:
             try:
                 session = await api.call_model(Session, "POST", "/accounts", request)
             except AddressTaken:
-                session = await _resume_registration(api, str(addr), password)
+                login = LoginRequest(address=request.address, password=request.password)
+                session = await _resume_registration(api, login)
                 unfinished = True
             store = ProfileStore.create(
                 home, password, address=session.address, server_url=api.server_url, kdf=kdf
@@ -189,7 +195,8 @@ class Client:
         (`approval_code`) or the user enters the recovery key (`recover`)."""
         home = Path(home)
         addr = Address.parse(address)
-        request = from_caller(LoginRequest, {"address": str(addr), "password": password})
+        fields = {"address": str(addr), "password": password}
+        request = with_login_key(LoginRequest, fields, str(addr), kdf)
         store: ProfileStore | None = None
         identity: IdentityKey | None = None
         if ProfileStore.exists(home):

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import replace
 from typing import Final
 
-from emsg.client.inputs import from_caller
+from emsg.client.inputs import with_login_key
 from emsg.client.keyring import Keyring
 from emsg.client.models import DeviceInfo
 from emsg.client.sender import Sender
@@ -321,7 +321,8 @@ class Devices:
         identity = self._keyring.require_identity()
         if device_id == self.device_id:
             raise InvalidRequest("this is the device you are using: `emsg account logout`")
-        request = from_caller(RevokeRequest, {"password": password})
+        fields = {"password": password}
+        request = with_login_key(RevokeRequest, fields, self._store.address, self._store.kdf)
         await self._api.call("POST", f"/devices/{device_id}/revoke", request)
         current = await self._keyring.own_list()
         if current is not None and any(d.device_id == device_id for d in current.devices):

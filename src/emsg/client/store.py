@@ -105,9 +105,13 @@ def _connect(path: Path) -> sqlite3.Connection:
 class ProfileStore:
     """One profile's SQLite file; also the `CryptoStore` of its device."""
 
-    def __init__(self, conn: sqlite3.Connection, keys: ProfileKeys, path: Path) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, keys: ProfileKeys, path: Path, kdf: KdfParams
+    ) -> None:
         self._conn = conn
         self.keys = keys
+        # The passphrase's argon2id cost, which the login key is derived at as well.
+        self.kdf = kdf
         self.path = path
         self._depth = 0
         self.checkpointer = WalCheckpointer(path)
@@ -158,7 +162,7 @@ class ProfileStore:
         salt = new_salt()
         keys = ProfileKeys.derive(passphrase, salt, kdf)
         path = home / DB_NAME
-        store = cls(_connect(path), keys, path)
+        store = cls(_connect(path), keys, path, kdf)
         store._create_schema()
         with store.transaction():
             for k, v in {
@@ -190,7 +194,7 @@ class ProfileStore:
         except BaseException:
             conn.close()
             raise
-        store = cls(conn, keys, path)
+        store = cls(conn, keys, path, kdf)
         store._create_schema()
         return store
 

@@ -1,15 +1,23 @@
-"""Keys derived from the profile passphrase, and AEAD sealing of small secrets.
+"""Keys derived from the passphrase, and AEAD sealing of small secrets.
 
 The passphrase is stretched once with argon2id (salted per profile); HKDF then
 splits the result into independent sub-keys so that the key which encrypts
 vodozemac pickles, the key which seals secrets and the passphrase verifier can
 never be confused with one another.
+
+The same passphrase is the account password, and that never leaves the client:
+the homeserver gets `login_key`, a separate argon2id stretch salted by the
+address (protocol.md §4). Knowing it, a server can neither log in elsewhere with
+the password nor open the profile, short of guessing the password through argon2id.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from typing import Final
 
@@ -38,6 +46,29 @@ class KdfParams:
 
 # For tests only: the same construction, cheap enough to run hundreds of times.
 FAST_KDF_FOR_TESTS: Final = KdfParams(time_cost=1, memory_cost=8, parallelism=1)
+
+
+def login_key(password: str, address: str, params: KdfParams = KdfParams()) -> str:
+    """What a client sends the homeserver in place of the account password.
+
+    `address` is the canonical address (`Address.parse(...)` as a string): every
+    device of the account derives the same key from it, with no round trip to fetch
+    a salt. The password is NFC-normalised first, so that it is the same password
+    on a keyboard that composes accents and on one that does not. `params` is
+    the protocol's cost (the default) outside tests; every client of an account
+    must use the same.
+    """
+    salt = hashlib.sha256(b"emsg.login.v1\x00" + address.encode("utf-8")).digest()[:SALT_LEN]
+    stretched = hash_secret_raw(
+        secret=unicodedata.normalize("NFC", password).encode("utf-8"),
+        salt=salt,
+        time_cost=params.time_cost,
+        memory_cost=params.memory_cost,
+        parallelism=params.parallelism,
+        hash_len=KEY_LEN,
+        type=Type.ID,
+    )
+    return base64.urlsafe_b64encode(stretched).rstrip(b"=").decode("ascii")
 
 
 def new_salt() -> bytes:

@@ -11,6 +11,9 @@ for `PUT .../send/...`:
   it waits has sent a request the server never saw);
 - `down`: refuse every new connection (the server out of reach).
 
+Every request it relays is kept in `requests`, as it came, so that a test can
+look at what a client put on the wire.
+
 WebSocket upgrades are refused (404), so clients fall back to HTTP. It runs its
 own event loop in a thread, so a test can use it from synchronous code (CLI
 processes) as well as from async code.
@@ -33,6 +36,7 @@ class FaultyProxy:
         self._upstream = upstream_port
         self.mode: Mode = "pass"
         self.sends_seen = 0
+        self.requests: list[bytes] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -82,6 +86,7 @@ class FaultyProxy:
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
             while request := await _message(reader):
+                self.requests.append(request)
                 if b"upgrade: websocket" in request.lower():
                     writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                     await writer.drain()

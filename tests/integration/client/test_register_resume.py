@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from emsg.client import Client
-from emsg.crypto.keys import FAST_KDF_FOR_TESTS
+from emsg.crypto.keys import FAST_KDF_FOR_TESTS, login_key
 from emsg.proto.errors import AddressTaken
 from emsg.testing import ServerProcess
 
@@ -30,8 +30,9 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 def created_without_the_reply(server: ServerProcess, address: str) -> str:
     """The account as the server made it before its reply was lost; its device id."""
+    secret = login_key(PASSWORD, address, FAST_KDF_FOR_TESTS)
     reply = httpx.post(
-        f"{server.url}/_emsg/v1/accounts", json={"address": address, "password": PASSWORD}
+        f"{server.url}/_emsg/v1/accounts", json={"address": address, "password": secret}
     )
     assert reply.status_code == 201
     return str(reply.json()["device_id"])

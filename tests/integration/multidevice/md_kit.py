@@ -13,10 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from emsg.client import Client
-from emsg.crypto.keys import FAST_KDF_FOR_TESTS
+from emsg.crypto.keys import FAST_KDF_FOR_TESTS, login_key
 from emsg.testing import ServerProcess
 
 PASSWORD = "correct horse battery"
+
+
+def login_key_of(address: object) -> str:
+    """What these clients send their homeserver for PASSWORD (protocol.md §4)."""
+    return login_key(PASSWORD, str(address), FAST_KDF_FOR_TESTS)
 
 
 class Homes:

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from md_kit import PASSWORD, Homes, befriend, device_list, put_device_list, queued_for, server_db
+from md_kit import (
+    Homes,
+    befriend,
+    device_list,
+    login_key_of,
+    put_device_list,
+    queued_for,
+    server_db,
+)
 
 from emsg.client import DeviceNotApproved, ShortCode
 from emsg.crypto import approval
@@ -216,7 +224,10 @@ async def test_a_low_order_device_key_is_never_approved(
     # A device whose self-signed keys carry the all-zero Curve25519 key.
     async with httpx.AsyncClient(base_url=server.url + "/_emsg/v1") as http:
         session = (
-            await http.post("/login", json={"address": str(alice.address), "password": PASSWORD})
+            await http.post(
+                "/login",
+                json={"address": str(alice.address), "password": login_key_of(alice.address)},
+            )
         ).json()
         signer = IdentityKey.generate()  # any Ed25519 key will do as the device's
         body = {

@@ -17,6 +17,7 @@ from md_kit import (
     befriend,
     device_list,
     device_list_version,
+    login_key_of,
     put_device_list,
     queued_for,
     server_db,
@@ -130,7 +131,7 @@ async def test_only_an_approved_device_of_the_account_may_revoke(
         async def revoke(client: Client, device_id: str) -> httpx.Response:
             return await http.post(
                 f"/_emsg/v1/devices/{device_id}/revoke",
-                json={"password": PASSWORD},
+                json={"password": login_key_of(client.address)},
                 headers={"Authorization": f"Bearer {token_of(client)}"},
             )
 

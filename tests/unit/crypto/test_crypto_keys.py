@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import re
 import secrets
+import unicodedata
 
 import pytest
 from crypto_helpers import make_party
@@ -17,7 +19,14 @@ from emsg.crypto.identity import (
     seal_identity,
     verify_device_list,
 )
-from emsg.crypto.keys import FAST_KDF_FOR_TESTS, PickleKey, ProfileKeys, SecretBox, new_salt
+from emsg.crypto.keys import (
+    FAST_KDF_FOR_TESTS,
+    PickleKey,
+    ProfileKeys,
+    SecretBox,
+    login_key,
+    new_salt,
+)
 from emsg.proto import b64, signing
 from emsg.proto.errors import BadSignature, IdentityKeyChanged
 from emsg.proto.wire import model_dump
@@ -34,6 +43,38 @@ def test_kdf_is_deterministic_per_salt_and_checks_passphrase() -> None:
     b.check(a.verifier)
     with pytest.raises(WrongPassphrase):
         ProfileKeys.derive("hunter23", salt, FAST_KDF_FOR_TESTS).check(a.verifier)
+
+
+def test_login_key_matches_the_protocol_test_vector() -> None:
+    # protocol.md §4: any client of the account must arrive at this very string.
+    assert login_key("correct horse battery", "alice#example.org") == (
+        "Zn3WOA4qXYc3JUfr99lXMGmRs1o1aWJ9s_0AgCVUa2g"
+    )
+
+
+def test_login_key_is_the_same_password_however_its_accents_were_typed() -> None:
+    composed, decomposed = "caf\u00e9 au lait", "cafe\u0301 au lait"
+    assert composed != decomposed
+    assert login_key(composed, "a#b.example", FAST_KDF_FOR_TESTS) == login_key(
+        decomposed, "a#b.example", FAST_KDF_FOR_TESTS
+    )
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    password=st.text(st.characters(blacklist_categories=["Cs"]), min_size=8, max_size=64),
+    other=st.text(st.characters(blacklist_categories=["Cs"]), min_size=8, max_size=64),
+)
+def test_login_key_hides_the_password_and_depends_on_password_and_address(
+    password: str, other: str
+) -> None:
+    key = login_key(password, "alice#example.org", FAST_KDF_FOR_TESTS)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", key)
+    assert password not in key
+    assert key == login_key(password, "alice#example.org", FAST_KDF_FOR_TESTS)
+    assert key != login_key(password, "bob#example.org", FAST_KDF_FOR_TESTS)
+    if unicodedata.normalize("NFC", other) != unicodedata.normalize("NFC", password):
+        assert key != login_key(other, "alice#example.org", FAST_KDF_FOR_TESTS)
 
 
 def test_default_kdf_is_argon2id_64mib() -> None:
