@@ -6,6 +6,7 @@ from emsg.client.errors import (
     NoProfile,
     NotLoggedIn,
     ProfileExists,
+    ProfileTampered,
     WrongPassphrase,
 )
 from emsg.client.models import ClientEvent, ContactInfo, DeviceInfo, Message
@@ -22,6 +23,7 @@ __all__ = [
     "NoProfile",
     "NotLoggedIn",
     "ProfileExists",
+    "ProfileTampered",
     "ShortCode",
     "StrangerPolicy",
     "WrongPassphrase",

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from emsg.crypto.errors import CryptoError, DecryptionFailed, UntrustedDevice, WrongPassphrase
+from emsg.crypto.errors import (
+    CryptoError,
+    DecryptionFailed,
+    ProfileTampered,
+    UntrustedDevice,
+    WrongPassphrase,
+)
 from emsg.proto.errors import ErrorCode, IdentityKeyChanged
 
 __all__ = [
@@ -15,6 +21,7 @@ __all__ = [
     "NotConfirmed",
     "NotLoggedIn",
     "ProfileExists",
+    "ProfileTampered",
     "UntrustedDevice",
     "WrongPassphrase",
 ]

@@ -4,9 +4,16 @@ Nothing secret is stored in the clear: vodozemac pickles are encrypted under the
 pickle key, the token, identity key and message bodies are sealed with AES-GCM,
 and both keys come from the passphrase (argon2id with a per-profile salt). A
 verifier derived from the same passphrase makes a wrong one a clear error instead
-of garbage. Writers use `BEGIN IMMEDIATE`, so two processes on one profile take
-turns instead of failing half-way; a single write outside a transaction is one
-statement, atomic by itself.
+of garbage. What is not secret but decides whom to trust (pinned identity keys,
+verified flags, pending key changes, the newest device list seen) carries an
+HMAC tag under a third key, and a message body is sealed with its sender,
+recipient, time and direction as associated data: a row changed without the
+passphrase is `ProfileTampered` when it is read, never believed (a deleted row
+cannot be told from one never written: the client then meets the peer anew).
+
+Writers use `BEGIN IMMEDIATE`, so two processes on one profile take turns instead
+of failing half-way; a single write outside a transaction is one statement, atomic
+by itself.
 
 Durability: WAL with `synchronous=NORMAL`. A commit is in the WAL file before it
 returns, so it survives the process crashing or being killed at any point; only
@@ -30,11 +37,13 @@ from typing import Any, Final
 
 from emsg.client.errors import NoProfile, ProfileExists
 from emsg.client.models import Direction, Message
-from emsg.crypto.keys import KdfParams, ProfileKeys, new_salt
+from emsg.crypto.errors import DecryptionFailed, ProfileTampered
+from emsg.crypto.keys import KdfParams, ProfileKeys, RowField, new_salt
 from emsg.sqlite_checkpoint import WalCheckpointer
 
 DB_NAME: Final = "emsg.sqlite3"
-SCHEMA_VERSION: Final = 1
+# 2: rows tagged, message metadata bound to the body (schema 1 is upgraded on open).
+SCHEMA_VERSION: Final = 2
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS profile (k TEXT PRIMARY KEY, v BLOB NOT NULL);
@@ -46,7 +55,8 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE TABLE IF NOT EXISTS replay (digest BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS contacts (
     address TEXT PRIMARY KEY, state TEXT NOT NULL, identity_key TEXT,
-    verified INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '', since INTEGER);
+    verified INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '', since INTEGER,
+    tag BLOB);
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY, sender TEXT NOT NULL, recipient TEXT NOT NULL, peer TEXT NOT NULL,
     body BLOB NOT NULL, sent_at INTEGER NOT NULL, received_at INTEGER,
@@ -58,14 +68,20 @@ CREATE TABLE IF NOT EXISTS sent_envelopes (
 CREATE TABLE IF NOT EXISTS bounces (
     message_id TEXT PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_changes (
-    address TEXT PRIMARY KEY, new_key TEXT NOT NULL, seen_at INTEGER NOT NULL);
+    address TEXT PRIMARY KEY, new_key TEXT NOT NULL, seen_at INTEGER NOT NULL, tag BLOB);
 CREATE TABLE IF NOT EXISTS outbox (
     txn_id TEXT PRIMARY KEY, request TEXT NOT NULL, message_ids TEXT NOT NULL,
     created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS device_lists (
     address TEXT NOT NULL, identity_key TEXT NOT NULL, version INTEGER NOT NULL,
-    signature TEXT NOT NULL, PRIMARY KEY (address, identity_key)) WITHOUT ROWID;
+    signature TEXT NOT NULL, tag BLOB, PRIMARY KEY (address, identity_key)) WITHOUT ROWID;
 """
+_CONTACT_FIELDS: Final = "address, state, identity_key, verified, message, since"
+_TAGGED: Final = {
+    "contacts": ("address", "state", "identity_key", "verified", "message", "since"),
+    "key_changes": ("address", "new_key", "seen_at"),
+    "device_lists": ("address", "identity_key", "version", "signature"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +96,21 @@ class PinnedContact:
     since: int | None
 
 
-def _pinned(row: tuple[Any, ...]) -> PinnedContact:
-    address, state, identity_key, verified, message, since = row
-    return PinnedContact(address, state, identity_key, bool(verified), message, since)
+def _contact_fields(contact: PinnedContact) -> tuple[RowField, ...]:
+    return (
+        contact.address,
+        contact.state,
+        contact.identity_key,
+        int(contact.verified),
+        contact.message,
+        contact.since,
+    )
+
+
+def _message_label(mid: str, sender: str, recipient: str, sent_at: int, direction: str) -> str:
+    """The associated data of a message body: whose it is, not only which."""
+    fields = [mid, sender, recipient, sent_at, direction]
+    return "emsg.message.v2" + json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
 
 
 # The connection's own checkpoint threshold (16 MiB of WAL): reached only when the
@@ -190,12 +218,18 @@ class ProfileStore:
             params = json.loads(rows["kdf"])
             kdf = KdfParams(time_cost=params["t"], memory_cost=params["m"], parallelism=params["p"])
             keys = ProfileKeys.derive(passphrase, bytes(rows["salt"]), kdf)
-            keys.check(bytes(rows["verifier"]))
+            untagged = keys.check(bytes(rows["verifier"]))
         except BaseException:
             conn.close()
             raise
         store = cls(conn, keys, path, kdf)
-        store._create_schema()
+        try:
+            store._create_schema()
+            if untagged:
+                store._tag_rows()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def _create_schema(self) -> None:
@@ -203,6 +237,32 @@ class ProfileStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
+
+    def _tag_rows(self) -> None:
+        """Upgrade a schema-1 profile: tag its rows as they stand, seal each message
+        body again with its metadata, and store the verifier that says so."""
+        with self.transaction():
+            for table, fields in _TAGGED.items():
+                columns = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+                if "tag" not in columns:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN tag BLOB")
+                # Every field, the primary key among them, names the row (device_lists
+                # has no rowid); IS, since some fields may be NULL.
+                where = " AND ".join(f"{f} IS ?" for f in fields)
+                rows = self._conn.execute(f"SELECT {', '.join(fields)} FROM {table}").fetchall()
+                for values in rows:
+                    tag = self.keys.rows.tag(table, tuple(values))
+                    self._conn.execute(f"UPDATE {table} SET tag = ? WHERE {where}", (tag, *values))
+            rows = self._conn.execute(
+                "SELECT id, sender, recipient, body, sent_at, direction FROM messages"
+            )
+            for mid, sender, recipient, body, sent_at, direction in rows.fetchall():
+                text = self.keys.box.open(bytes(body), f"emsg.message.{mid}")
+                label = _message_label(mid, sender, recipient, sent_at, direction)
+                sealed = self.keys.box.seal(text, label)
+                self._conn.execute("UPDATE messages SET body = ? WHERE id = ?", (sealed, mid))
+            self._set("verifier", self.keys.verifier)
+            self._set("schema", str(SCHEMA_VERSION).encode())
 
     def close(self) -> None:
         self.drop_sends(list(self._confirmed))
@@ -415,78 +475,86 @@ class ProfileStore:
     def remove_contact(self, address: str) -> None:
         self._conn.execute("DELETE FROM contacts WHERE address = ?", (address,))
 
+    def _checked(self, table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A row's fields, once its tag (the last column) is checked."""
+        *fields, tag = row
+        self.keys.rows.check(table, tuple(fields), tag)
+        return tuple(fields)
+
+    def _pinned(self, row: tuple[Any, ...]) -> PinnedContact:
+        address, state, identity_key, verified, message, since = self._checked("contacts", row)
+        return PinnedContact(address, state, identity_key, bool(verified), message, since)
+
     def contact(self, address: str) -> PinnedContact | None:
         row = self._conn.execute(
-            "SELECT address, state, identity_key, verified, message, since FROM contacts "
-            "WHERE address = ?",
-            (address,),
+            f"SELECT {_CONTACT_FIELDS}, tag FROM contacts WHERE address = ?", (address,)
         ).fetchone()
-        return None if row is None else _pinned(row)
+        return None if row is None else self._pinned(row)
 
     def all_contacts(self) -> list[PinnedContact]:
         rows = self._conn.execute(
-            "SELECT address, state, identity_key, verified, message, since FROM contacts "
-            "ORDER BY address"
+            f"SELECT {_CONTACT_FIELDS}, tag FROM contacts ORDER BY address"
         ).fetchall()
-        return [_pinned(r) for r in rows]
+        return [self._pinned(r) for r in rows]
 
     def put_contact(self, contact: PinnedContact) -> None:
+        fields = _contact_fields(contact)
         self._conn.execute(
-            "INSERT OR REPLACE INTO contacts VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                contact.address,
-                contact.state,
-                contact.identity_key,
-                int(contact.verified),
-                contact.message,
-                contact.since,
-            ),
+            "INSERT OR REPLACE INTO contacts VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (*fields, self.keys.rows.tag("contacts", fields)),
         )
 
     def set_verified(self, address: str, identity_key: str) -> bool:
         """Mark `address` verified if `identity_key` is the key pinned for it."""
-        cur = self._conn.execute(
-            "UPDATE contacts SET verified = 1 WHERE address = ? AND identity_key = ?",
-            (address, identity_key),
-        )
-        return cur.rowcount == 1
+        with self.transaction():
+            contact = self.contact(address)
+            if contact is None or contact.identity_key != identity_key:
+                return False
+            self.put_contact(replace(contact, verified=True))
+            return True
 
     # --- identity key changes --------------------------------------------------------
 
     def note_key_change(self, address: str, new_key: str) -> None:
         """Remember that `address` now shows another identity key than the pinned one."""
+        fields = (address, new_key, now_ms())
         self._conn.execute(
-            "INSERT INTO key_changes VALUES (?, ?, ?) ON CONFLICT (address) DO UPDATE"
-            " SET new_key = excluded.new_key, seen_at = excluded.seen_at"
+            "INSERT INTO key_changes VALUES (?, ?, ?, ?) ON CONFLICT (address) DO UPDATE"
+            " SET new_key = excluded.new_key, seen_at = excluded.seen_at, tag = excluded.tag"
             " WHERE key_changes.new_key != excluded.new_key",
-            (address, new_key, now_ms()),
+            (*fields, self.keys.rows.tag("key_changes", fields)),
         )
 
     def newest_device_list(self, address: str, identity_key: str) -> tuple[int, str] | None:
         """(version, signature) of the newest list verified for `address` under the key."""
         row = self._conn.execute(
-            "SELECT version, signature FROM device_lists WHERE address = ? AND identity_key = ?",
+            "SELECT address, identity_key, version, signature, tag FROM device_lists"
+            " WHERE address = ? AND identity_key = ?",
             (address, identity_key),
         ).fetchone()
-        return None if row is None else (row[0], row[1])
+        if row is None:
+            return None
+        _, _, version, signature = self._checked("device_lists", row)
+        return version, signature
 
     def note_device_list(
         self, address: str, identity_key: str, version: int, signature: str
     ) -> None:
         """Remember a verified list; one statement, so concurrent processes keep the newest."""
+        fields = (address, identity_key, version, signature)
         self._conn.execute(
-            "INSERT INTO device_lists VALUES (?, ?, ?, ?)"
+            "INSERT INTO device_lists VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (address, identity_key) DO UPDATE"
-            " SET version = excluded.version, signature = excluded.signature"
+            " SET version = excluded.version, signature = excluded.signature, tag = excluded.tag"
             " WHERE excluded.version > device_lists.version",
-            (address, identity_key, version, signature),
+            (*fields, self.keys.rows.tag("device_lists", fields)),
         )
 
     def key_change(self, address: str) -> str | None:
         row = self._conn.execute(
-            "SELECT new_key FROM key_changes WHERE address = ?", (address,)
+            "SELECT address, new_key, seen_at, tag FROM key_changes WHERE address = ?", (address,)
         ).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else str(self._checked("key_changes", row)[1])
 
     def clear_key_change(self, address: str) -> None:
         self._conn.execute("DELETE FROM key_changes WHERE address = ?", (address,))
@@ -495,7 +563,10 @@ class ProfileStore:
 
     def add_message(self, message: Message) -> bool:
         """Store a message once; False if its content id was already stored."""
-        sealed = self.keys.box.seal(message.body.encode(), f"emsg.message.{message.id}")
+        label = _message_label(
+            message.id, message.sender, message.recipient, message.sent_at, message.direction
+        )
+        sealed = self.keys.box.seal(message.body.encode(), label)
         cur = self._conn.execute(
             "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -595,7 +666,11 @@ class ProfileStore:
         direction: Direction,
         bounced: str | None = None,
     ) -> Message:
-        text = self.keys.box.open(bytes(body), f"emsg.message.{mid}").decode()
+        label = _message_label(mid, sender, recipient, sent_at, direction)
+        try:
+            text = self.keys.box.open(bytes(body), label).decode()
+        except DecryptionFailed:
+            raise ProfileTampered.row("messages", mid) from None
         return Message(mid, sender, recipient, text, sent_at, received_at, direction, bounced)
 
     def seen(self, envelope_id: str) -> bool:

@@ -62,6 +62,21 @@ class WrongPassphrase(CryptoError):
         return "wrong passphrase for this profile"
 
 
+class ProfileTampered(CryptoError):
+    """A profile row that decides whom to trust (a pinned identity key, a verified
+    flag, a device-list version) or a message's sender was changed by someone
+    without the passphrase: its tag does not match."""
+
+    kind = "profile_tampered"
+
+    @classmethod
+    def row(cls, table: str, key: object) -> ProfileTampered:
+        return cls(
+            f"the profile's {table} entry for {key} was changed outside EMSG; restore the"
+            " profile folder from a backup, or log in again in a new folder"
+        )
+
+
 class InvalidApprovalCode(CryptoError):
     """A typed approval code that is not 16 base32 characters."""
 

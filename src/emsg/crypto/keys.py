@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 import unicodedata
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from emsg.crypto.errors import DecryptionFailed, WrongPassphrase
+from emsg.crypto.errors import DecryptionFailed, ProfileTampered, WrongPassphrase
 
 KEY_LEN: Final = 32
 SALT_LEN: Final = 16
@@ -120,6 +121,35 @@ class SecretBox:
         return "SecretBox(<secret>)"
 
 
+RowField = str | int | None
+
+
+class RowTags:
+    """HMAC-SHA-256 tags over a profile row's fields: what the profile keeps that is
+    not secret but decides whom to trust is not sealed, so it is tagged, and a row
+    that someone without the passphrase changed no longer matches its tag."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != KEY_LEN:
+            raise ValueError("a row tag key is 32 bytes")
+        self._key = bytes(key)
+
+    def tag(self, table: str, fields: tuple[RowField, ...]) -> bytes:
+        # A JSON array: unambiguous however the fields are split, None included.
+        data = json.dumps([table, *fields], separators=(",", ":"), ensure_ascii=False)
+        return hmac.new(self._key, data.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+    def check(self, table: str, fields: tuple[RowField, ...], tag: bytes | None) -> None:
+        """Raise `ProfileTampered` unless `tag` is the tag of these fields."""
+        if tag is None or not hmac.compare_digest(self.tag(table, fields), bytes(tag)):
+            raise ProfileTampered.row(table, fields[0])
+
+    def __repr__(self) -> str:
+        return "RowTags(<secret>)"
+
+
 def _hkdf(master: bytes, salt: bytes, info: str) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_LEN, salt=salt, info=info.encode()).derive(
         master
@@ -128,11 +158,14 @@ def _hkdf(master: bytes, salt: bytes, info: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class ProfileKeys:
-    """Everything derived from the passphrase: one argon2id run, three HKDF outputs."""
+    """Everything derived from the passphrase: one argon2id run, four HKDF outputs."""
 
     pickle_key: PickleKey
     box: SecretBox
+    rows: RowTags
     verifier: bytes
+    # The verifier of profiles made before their rows were tagged (schema 1).
+    legacy_verifier: bytes
 
     @classmethod
     def derive(cls, passphrase: str, salt: bytes, params: KdfParams = KdfParams()) -> ProfileKeys:
@@ -150,10 +183,21 @@ class ProfileKeys:
         return cls(
             pickle_key=PickleKey(_hkdf(master, salt, "emsg.profile.pickle.v1")),
             box=SecretBox(_hkdf(master, salt, "emsg.profile.seal.v1")),
-            verifier=_hkdf(master, salt, "emsg.profile.verifier.v1"),
+            rows=RowTags(_hkdf(master, salt, "emsg.profile.rows.v1")),
+            verifier=_hkdf(master, salt, "emsg.profile.verifier.v2"),
+            legacy_verifier=_hkdf(master, salt, "emsg.profile.verifier.v1"),
         )
 
-    def check(self, stored_verifier: bytes) -> None:
-        """Raise `WrongPassphrase` unless these keys came from the profile's passphrase."""
-        if not hmac.compare_digest(self.verifier, stored_verifier):
-            raise WrongPassphrase()
+    def check(self, stored_verifier: bytes) -> bool:
+        """Raise `WrongPassphrase` unless these keys came from the profile's passphrase;
+        True if the profile is of schema 1, whose rows are not tagged yet.
+
+        The schema is told by the verifier, not by a value anyone could write: only
+        the passphrase makes either verifier, so someone without it cannot make a
+        tagged profile look untagged (and so get rows they changed tagged as they
+        stand), unless they kept the verifier of the profile from before its upgrade."""
+        if hmac.compare_digest(self.verifier, stored_verifier):
+            return False
+        if hmac.compare_digest(self.legacy_verifier, stored_verifier):
+            return True
+        raise WrongPassphrase()

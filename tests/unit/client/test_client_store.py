@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from emsg.client import Message, NoProfile, ProfileExists, WrongPassphrase
+from emsg.client import Message, NoProfile, ProfileExists, ProfileTampered, WrongPassphrase
 from emsg.client.store import DB_NAME, PinnedContact, ProfileStore
 from emsg.crypto.device import Device
 from emsg.crypto.identity import IdentityKey, seal_identity
@@ -267,3 +271,115 @@ def test_the_outbox_keeps_sends_until_confirmed_and_a_new_device_drops_them(
     assert again.pending_sends() == []
     assert [(m.pending, m.bounced) for m in again.history()] == [(False, "device_replaced")]
     again.close()
+
+
+# A profile written by the store as it was before rows were tagged (commit 311c631):
+# bob#b.example a verified friend with a pending key change and a device list seen,
+# carol#c.example a stranger with no key, two messages. Passphrase PASS.
+SCHEMA_1 = Path(__file__).with_name("data") / "profile-schema-1.sqlite3"
+BOB = PinnedContact("bob#b.example", "friend", "BOBKEY", True, "hi", 5)
+
+
+def change_behind_its_back(home: Path, *statements: str) -> None:
+    """What someone who can write to the folder, without the passphrase, can do."""
+    with contextlib.closing(sqlite3.connect(home / DB_NAME)) as db:
+        for statement in statements:
+            db.execute(statement)
+        db.commit()
+
+
+def profile_with_trust_state(home: Path) -> None:
+    store = make(home)
+    with store.transaction():
+        store.put_contact(BOB)
+        store.put_contact(PinnedContact("carol#c.example", "friend", "CAROLKEY", False, "", 6))
+        store.note_key_change("bob#b.example", "NEWBOBKEY")
+        store.note_device_list("bob#b.example", "BOBKEY", 3, "SIG3")
+        store.add_message(Message("m1", "bob#b.example", "alice#a.example", "hi", 1, 2, "in"))
+    store.close()
+
+
+READS: dict[str, Callable[[ProfileStore], object]] = {
+    "contact": lambda s: s.contact("bob#b.example"),
+    "carol": lambda s: s.contact("carol#c.example"),
+    "contacts": lambda s: s.all_contacts(),
+    "key change": lambda s: s.key_change("bob#b.example"),
+    "device list": lambda s: s.newest_device_list("bob#b.example", "BOBKEY"),
+    "history": lambda s: s.history(),
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "read"),
+    [
+        ("UPDATE contacts SET identity_key = 'MALLORYKEY' WHERE address = 'bob#b.example'",
+         "contact"),
+        ("UPDATE contacts SET verified = 1 WHERE address = 'carol#c.example'", "carol"),
+        ("UPDATE contacts SET state = 'blocked' WHERE address = 'bob#b.example'", "contacts"),
+        ("UPDATE contacts SET tag = NULL WHERE address = 'bob#b.example'", "contact"),
+        ("UPDATE key_changes SET new_key = 'MALLORYKEY'", "key change"),
+        ("UPDATE device_lists SET version = 1, signature = 'SIG1'", "device list"),
+        ("UPDATE messages SET sender = 'mallory#m.example', peer = 'mallory#m.example'",
+         "history"),
+    ],
+)  # fmt: skip
+def test_a_row_changed_without_the_passphrase_is_refused_not_believed(
+    tmp_path: Path, change: str, read: str
+) -> None:
+    profile_with_trust_state(tmp_path)
+    store = ProfileStore.open(tmp_path, PASS)
+    READS[read](store)  # reads fine as written
+    store.close()
+    change_behind_its_back(tmp_path, change)
+    store = ProfileStore.open(tmp_path, PASS)
+    with pytest.raises(ProfileTampered, match="changed outside EMSG"):
+        READS[read](store)
+    store.close()
+
+
+def test_the_store_keeps_writing_rows_that_read_back(tmp_path: Path) -> None:
+    profile_with_trust_state(tmp_path)
+    store = ProfileStore.open(tmp_path, PASS)
+    assert store.set_verified("carol#c.example", "CAROLKEY")
+    assert not store.set_verified("carol#c.example", "ANOTHERKEY")
+    assert not store.set_verified("nobody#n.example", "CAROLKEY")
+    store.note_key_change("bob#b.example", "NEWERBOBKEY")
+    store.note_device_list("bob#b.example", "BOBKEY", 4, "SIG4")
+    store.note_device_list("bob#b.example", "BOBKEY", 2, "SIG2")  # older: ignored
+    store.close()
+    store = ProfileStore.open(tmp_path, PASS)
+    assert store.contact("carol#c.example") == PinnedContact(
+        "carol#c.example", "friend", "CAROLKEY", True, "", 6
+    )
+    assert store.key_change("bob#b.example") == "NEWERBOBKEY"
+    assert store.newest_device_list("bob#b.example", "BOBKEY") == (4, "SIG4")
+    store.close()
+
+
+def test_a_profile_of_schema_1_is_tagged_when_first_opened(tmp_path: Path) -> None:
+    shutil.copy(SCHEMA_1, tmp_path / DB_NAME)
+    with pytest.raises(WrongPassphrase):
+        ProfileStore.open(tmp_path, "wrong passphrase")
+    store = ProfileStore.open(tmp_path, PASS)
+    assert store.all_contacts() == [
+        BOB,
+        PinnedContact("carol#c.example", "stranger", None, False, "", None),
+    ]
+    assert store.key_change("bob#b.example") == "NEWBOBKEY"
+    assert store.newest_device_list("bob#b.example", "BOBKEY") == (3, "SIG3")
+    assert [(m.sender, m.body) for m in store.history()] == [
+        ("bob#b.example", "hello from bob"),
+        ("alice#a.example", "hello back"),
+    ]
+    store.close()
+
+    # For good: setting the schema back does not make a changed row pass again.
+    change_behind_its_back(
+        tmp_path,
+        "UPDATE contacts SET identity_key = 'MALLORYKEY' WHERE address = 'bob#b.example'",
+        "UPDATE profile SET v = CAST('1' AS BLOB) WHERE k = 'schema'",
+    )
+    store = ProfileStore.open(tmp_path, PASS)
+    with pytest.raises(ProfileTampered):
+        store.contact("bob#b.example")
+    store.close()
