@@ -58,12 +58,17 @@ class Verifier:
         return peer
 
     async def _pinned(self, address: str) -> tuple[str, PinnedContact]:
-        """The peer and its pin, after checking its current list is still signed by it."""
+        """The peer and its pin, after checking its current list is still signed by it.
+
+        A peer this profile has not met yet (a friend of the account, seen first from
+        a new or recovered device) is pinned on first sight, as a send to them would:
+        comparing the safety number is exactly how that first sight gets checked."""
         peer = self._peer(address)
+        # IdentityKeyChanged, loudly, if the key differs from the pin
+        await self._keyring.fetch(peer, tofu=True)
         pinned = self._store.contact(peer)
         if pinned is None or pinned.identity_key is None:
-            raise NotFound(f"no identity key is pinned for {peer}: add them as a contact first")
-        await self._keyring.fetch(peer)  # IdentityKeyChanged, loudly, if it changed
+            raise NotFound(f"no identity key is known for {peer}")
         return peer, pinned
 
     # --- safety number and QR --------------------------------------------------------

@@ -266,3 +266,24 @@ async def test_guessing_the_password_through_revoke_is_as_slow_as_through_login(
     assert states[alice2.device_id] == "approved"
     for client in (alice1, alice2):
         await client.aclose()
+
+
+async def test_a_recovered_device_can_verify_a_friend_before_any_message(homes: Homes) -> None:
+    """A new device knows nobody's key yet: it pins the friend's key on first sight,
+    as a send would, instead of asking to add a friend the account already has."""
+    alice1 = await homes.register("alice")
+    bob = await homes.register("bob")
+    await befriend(alice1, bob)
+    key = alice1.recovery_key
+    assert key is not None
+    alice2 = await homes.login("alice", "2")
+    await alice2.recover(key)
+
+    number = await alice2.verify.safety_number(str(bob.address))
+    assert number == await bob.verify.safety_number(str(alice1.address))
+    assert number == await alice1.verify.safety_number(str(bob.address))
+    await alice2.verify.confirm(str(bob.address))
+    (listed,) = await alice2.contacts()
+    assert (listed.address, listed.state, listed.verified) == (str(bob.address), "friend", True)
+    for client in (alice1, alice2, bob):
+        await client.aclose()
