@@ -76,12 +76,12 @@ CREATE TABLE IF NOT EXISTS device_lists (
     address TEXT NOT NULL, identity_key TEXT NOT NULL, version INTEGER NOT NULL,
     signature TEXT NOT NULL, tag BLOB, PRIMARY KEY (address, identity_key)) WITHOUT ROWID;
 """
-_CONTACT_FIELDS: Final = "address, state, identity_key, verified, message, since"
 _TAGGED: Final = {
     "contacts": ("address", "state", "identity_key", "verified", "message", "since"),
     "key_changes": ("address", "new_key", "seen_at"),
     "device_lists": ("address", "identity_key", "version", "signature"),
 }
+_CONTACT_FIELDS: Final = ", ".join(_TAGGED["contacts"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +242,8 @@ class ProfileStore:
         """Upgrade a schema-1 profile: tag its rows as they stand, seal each message
         body again with its metadata, and store the verifier that says so."""
         with self.transaction():
+            if self._get("verifier") == self.keys.verifier:
+                return  # another process on this profile upgraded it while we waited
             for table, fields in _TAGGED.items():
                 columns = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
                 if "tag" not in columns:
@@ -257,7 +259,10 @@ class ProfileStore:
                 "SELECT id, sender, recipient, body, sent_at, direction FROM messages"
             )
             for mid, sender, recipient, body, sent_at, direction in rows.fetchall():
-                text = self.keys.box.open(bytes(body), f"emsg.message.{mid}")
+                try:
+                    text = self.keys.box.open(bytes(body), f"emsg.message.{mid}")
+                except DecryptionFailed:
+                    raise ProfileTampered.row("messages", mid) from None
                 label = _message_label(mid, sender, recipient, sent_at, direction)
                 sealed = self.keys.box.seal(text, label)
                 self._conn.execute("UPDATE messages SET body = ? WHERE id = ?", (sealed, mid))

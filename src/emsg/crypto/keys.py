@@ -2,8 +2,8 @@
 
 The passphrase is stretched once with argon2id (salted per profile); HKDF then
 splits the result into independent sub-keys so that the key which encrypts
-vodozemac pickles, the key which seals secrets and the passphrase verifier can
-never be confused with one another.
+vodozemac pickles, the key which seals secrets, the key which tags rows and the
+passphrase verifier can never be confused with one another.
 
 The same passphrase is the account password, and that never leaves the client:
 the homeserver gets `login_key`, a separate argon2id stretch salted by the

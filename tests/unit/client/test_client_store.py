@@ -383,3 +383,24 @@ def test_a_profile_of_schema_1_is_tagged_when_first_opened(tmp_path: Path) -> No
     with pytest.raises(ProfileTampered):
         store.contact("bob#b.example")
     store.close()
+
+
+def test_two_processes_opening_a_schema_1_profile_upgrade_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second one read the old verifier before the first upgraded the profile."""
+    shutil.copy(SCHEMA_1, tmp_path / DB_NAME)
+    create_schema = ProfileStore._create_schema
+    others: list[ProfileStore] = []
+
+    def meanwhile_another_process_opens_it(store: ProfileStore) -> None:
+        monkeypatch.setattr(ProfileStore, "_create_schema", create_schema)
+        others.append(ProfileStore.open(tmp_path, PASS))  # upgrades it
+        create_schema(store)
+
+    monkeypatch.setattr(ProfileStore, "_create_schema", meanwhile_another_process_opens_it)
+    store = ProfileStore.open(tmp_path, PASS)
+    for opened in (store, *others):
+        assert [m.body for m in opened.history()] == ["hello from bob", "hello back"]
+        assert opened.contact("bob#b.example") == BOB
+        opened.close()
