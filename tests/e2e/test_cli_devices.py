@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from test_cli_story import (
     ALICE,
     AUTH,
     BOB,
-    DOMAIN,
     PASSWORD,
     REFUSED,
     _argv,
@@ -26,12 +23,6 @@ from test_cli_story import (
 from emsg.testing import ServerProcess
 
 USAGE = 2
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(domain=DOMAIN, data=tmp_path / "srv") as proc:
-        yield proc
 
 
 def test_second_device_is_approved_with_its_code_and_gets_everything(

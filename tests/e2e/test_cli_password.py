@@ -5,28 +5,14 @@ every request they sent."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from test_cli_story import ALICE, DOMAIN, PASSWORD, run, run_json
+from test_cli_story import ALICE, PASSWORD, run, run_json
 
 from emsg.crypto.keys import login_key
 from emsg.testing import ServerProcess
 from emsg.testing.proxy import FaultyProxy
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(DOMAIN, tmp_path / "server") as proc:
-        yield proc
-
-
-@pytest.fixture
-def proxy(server: ServerProcess) -> Iterator[FaultyProxy]:
-    with FaultyProxy(server.port) as recording:
-        yield recording
 
 
 def test_the_homeserver_never_sees_the_password(

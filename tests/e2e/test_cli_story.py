@@ -11,11 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
-
-import pytest
 
 from emsg.testing import ServerProcess, free_port
 
@@ -142,12 +139,6 @@ class Listener:
         self.proc.stdout.close()
         self.proc.stderr.close()
         return code, "".join(self.errors)
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(domain=DOMAIN, data=tmp_path / "srv") as proc:
-        yield proc
 
 
 def test_friends_chat_and_strangers_are_refused(server: ServerProcess, tmp_path: Path) -> None:

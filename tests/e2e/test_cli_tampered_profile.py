@@ -6,20 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from test_cli_story import ALICE, BOB, DOMAIN, one_error_line, run, run_json
+from test_cli_story import ALICE, BOB, one_error_line, run, run_json
 
 from emsg.client.store import DB_NAME
 from emsg.testing import ServerProcess
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(DOMAIN, tmp_path / "server") as proc:
-        yield proc
 
 
 def test_a_swapped_identity_key_stops_the_cli_instead_of_being_trusted(

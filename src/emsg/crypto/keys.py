@@ -49,6 +49,18 @@ class KdfParams:
 FAST_KDF_FOR_TESTS: Final = KdfParams(time_cost=1, memory_cost=8, parallelism=1)
 
 
+def _argon2id(secret: str, salt: bytes, params: KdfParams) -> bytes:
+    return hash_secret_raw(
+        secret=secret.encode("utf-8"),
+        salt=salt,
+        time_cost=params.time_cost,
+        memory_cost=params.memory_cost,
+        parallelism=params.parallelism,
+        hash_len=KEY_LEN,
+        type=Type.ID,
+    )
+
+
 def login_key(password: str, address: str, params: KdfParams = KdfParams()) -> str:
     """What a client sends the homeserver in place of the account password.
 
@@ -60,15 +72,7 @@ def login_key(password: str, address: str, params: KdfParams = KdfParams()) -> s
     must use the same.
     """
     salt = hashlib.sha256(b"emsg.login.v1\x00" + address.encode("utf-8")).digest()[:SALT_LEN]
-    stretched = hash_secret_raw(
-        secret=unicodedata.normalize("NFC", password).encode("utf-8"),
-        salt=salt,
-        time_cost=params.time_cost,
-        memory_cost=params.memory_cost,
-        parallelism=params.parallelism,
-        hash_len=KEY_LEN,
-        type=Type.ID,
-    )
+    stretched = _argon2id(unicodedata.normalize("NFC", password), salt, params)
     return base64.urlsafe_b64encode(stretched).rstrip(b"=").decode("ascii")
 
 
@@ -171,15 +175,7 @@ class ProfileKeys:
     def derive(cls, passphrase: str, salt: bytes, params: KdfParams = KdfParams()) -> ProfileKeys:
         if len(salt) != SALT_LEN:
             raise ValueError("the profile salt is 16 bytes")
-        master = hash_secret_raw(
-            secret=passphrase.encode("utf-8"),
-            salt=salt,
-            time_cost=params.time_cost,
-            memory_cost=params.memory_cost,
-            parallelism=params.parallelism,
-            hash_len=KEY_LEN,
-            type=Type.ID,
-        )
+        master = _argon2id(passphrase, salt, params)
         return cls(
             pickle_key=PickleKey(_hkdf(master, salt, "emsg.profile.pickle.v1")),
             box=SecretBox(_hkdf(master, salt, "emsg.profile.seal.v1")),

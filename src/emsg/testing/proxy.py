@@ -38,6 +38,7 @@ class FaultyProxy:
         self.sends_seen = 0
         self.requests: list[bytes] = []
         self.port = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -63,8 +64,7 @@ class FaultyProxy:
         if self._server is not None:
             self._server.close()
         # Until none is left: a connection accepted just before the close gets its
-        # task a moment later, and a task left pending when the loop closes is
-        # destroyed mid-`finally` (an unraisable-exception warning in the test).
+        # task a moment later.
         me = asyncio.current_task()
         while tasks := [t for t in asyncio.all_tasks() if t is not me]:
             for task in tasks:
@@ -84,6 +84,13 @@ class FaultyProxy:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The loop keeps only weak references to tasks: a connection task whose
+        # socket is at EOF was collected mid-wait ("Task was destroyed but it is
+        # pending"), an unraisable-exception warning in whichever test ran then.
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         if self.mode == "down":
             writer.close()
             return
@@ -99,7 +106,9 @@ class FaultyProxy:
                 if is_send:
                     self.sends_seen += 1
                     if self.mode == "hold":
-                        await asyncio.Event().wait()  # until the client goes away
+                        while await reader.read(65536):  # until the client goes away
+                            pass
+                        return
                 if upstream is None:
                     upstream = await asyncio.open_connection("127.0.0.1", self._upstream)
                 upstream[1].write(request)
