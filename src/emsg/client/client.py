@@ -137,17 +137,13 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> Client:
         """Create the account; this profile becomes its first device and holds the new
-        account identity key. `recovery_key` holds the recovery key to show the user.
-
-        `kdf` is the argon2id cost of the password, both as the profile's passphrase
-        and for the login key the server gets instead of it (protocol.md §4). Keep
-        the default outside tests: every client of an account must use the same."""
+        account identity key. `recovery_key` holds the recovery key to show the user."""
         home = Path(home)
         if ProfileStore.exists(home):
             raise ProfileExists(f"a profile already exists in {home}")
         addr = Address.parse(address)
         fields = {"address": str(addr), "password": password}
-        request = with_login_key(RegisterRequest, fields, str(addr), kdf)
+        request = with_login_key(RegisterRequest, fields, str(addr))
         api = HttpApi(
             server or await homeserver_url(addr.domain, transport=transport), transport=transport
         )
@@ -196,7 +192,7 @@ class Client:
         home = Path(home)
         addr = Address.parse(address)
         fields = {"address": str(addr), "password": password}
-        request = with_login_key(LoginRequest, fields, str(addr), kdf)
+        request = with_login_key(LoginRequest, fields, str(addr))
         store: ProfileStore | None = None
         identity: IdentityKey | None = None
         if ProfileStore.exists(home):

@@ -322,7 +322,7 @@ class Devices:
         if device_id == self.device_id:
             raise InvalidRequest("this is the device you are using: `emsg account logout`")
         fields = {"password": password}
-        request = with_login_key(RevokeRequest, fields, self._store.address, self._store.kdf)
+        request = with_login_key(RevokeRequest, fields, self._store.address)
         await self._api.call("POST", f"/devices/{device_id}/revoke", request)
         current = await self._keyring.own_list()
         if current is not None and any(d.device_id == device_id for d in current.devices):

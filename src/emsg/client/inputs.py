@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ValidationError
 
 from emsg.client.errors import InvalidInput
-from emsg.crypto.keys import KdfParams, login_key
+from emsg.crypto.keys import login_key
 from emsg.proto.errors import describe_invalid
 
 M = TypeVar("M", bound=BaseModel)
@@ -28,12 +28,12 @@ def from_caller(model: type[M], fields: Mapping[str, Any]) -> M:
         raise InvalidInput(describe_invalid(exc.errors(include_input=False))) from None
 
 
-def with_login_key(model: type[M], fields: Mapping[str, Any], address: str, kdf: KdfParams) -> M:
+def with_login_key(model: type[M], fields: Mapping[str, Any], address: str) -> M:
     """`model` from the caller's fields, where the rules for a password are checked on
     the password the person chose, which then goes out as its `login_key` for
     `address` (protocol.md §4): the homeserver never sees the password itself."""
     request = from_caller(model, fields)
-    return request.model_copy(update={"password": login_key(fields["password"], address, kdf)})
+    return request.model_copy(update={"password": login_key(fields["password"], address)})
 
 
 def server_url(url: str) -> str:

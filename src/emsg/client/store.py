@@ -133,13 +133,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 class ProfileStore:
     """One profile's SQLite file; also the `CryptoStore` of its device."""
 
-    def __init__(
-        self, conn: sqlite3.Connection, keys: ProfileKeys, path: Path, kdf: KdfParams
-    ) -> None:
+    def __init__(self, conn: sqlite3.Connection, keys: ProfileKeys, path: Path) -> None:
         self._conn = conn
         self.keys = keys
-        # The passphrase's argon2id cost, which the login key is derived at as well.
-        self.kdf = kdf
         self.path = path
         self._depth = 0
         self.checkpointer = WalCheckpointer(path)
@@ -190,7 +186,7 @@ class ProfileStore:
         salt = new_salt()
         keys = ProfileKeys.derive(passphrase, salt, kdf)
         path = home / DB_NAME
-        store = cls(_connect(path), keys, path, kdf)
+        store = cls(_connect(path), keys, path)
         store._create_schema()
         with store.transaction():
             for k, v in {
@@ -222,7 +218,7 @@ class ProfileStore:
         except BaseException:
             conn.close()
             raise
-        store = cls(conn, keys, path, kdf)
+        store = cls(conn, keys, path)
         try:
             store._create_schema()
             if untagged:

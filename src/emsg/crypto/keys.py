@@ -48,6 +48,10 @@ class KdfParams:
 # For tests only: the same construction, cheap enough to run hundreds of times.
 FAST_KDF_FOR_TESTS: Final = KdfParams(time_cost=1, memory_cost=8, parallelism=1)
 
+# The login key's cost is fixed by the protocol (§4), apart from any profile's: every
+# client of an account must arrive at the same key, whatever its profiles use.
+LOGIN_KDF: Final = KdfParams(time_cost=2, memory_cost=64 * 1024, parallelism=2)
+
 
 def _argon2id(secret: str, salt: bytes, params: KdfParams) -> bytes:
     return hash_secret_raw(
@@ -61,15 +65,14 @@ def _argon2id(secret: str, salt: bytes, params: KdfParams) -> bytes:
     )
 
 
-def login_key(password: str, address: str, params: KdfParams = KdfParams()) -> str:
+def login_key(password: str, address: str, params: KdfParams = LOGIN_KDF) -> str:
     """What a client sends the homeserver in place of the account password.
 
     `address` is the canonical address (`Address.parse(...)` as a string): every
     device of the account derives the same key from it, with no round trip to fetch
     a salt. The password is NFC-normalised first, so that it is the same password
-    on a keyboard that composes accents and on one that does not. `params` is
-    the protocol's cost (the default) outside tests; every client of an account
-    must use the same.
+    on a keyboard that composes accents and on one that does not. `params` other
+    than `LOGIN_KDF` are for this function's own tests: no server would accept it.
     """
     salt = hashlib.sha256(b"emsg.login.v1\x00" + address.encode("utf-8")).digest()[:SALT_LEN]
     stretched = _argon2id(unicodedata.normalize("NFC", password), salt, params)

@@ -30,7 +30,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 def created_without_the_reply(server: ServerProcess, address: str) -> str:
     """The account as the server made it before its reply was lost; its device id."""
-    secret = login_key(PASSWORD, address, FAST_KDF_FOR_TESTS)
+    secret = login_key(PASSWORD, address)
     reply = httpx.post(
         f"{server.url}/_emsg/v1/accounts", json={"address": address, "password": secret}
     )

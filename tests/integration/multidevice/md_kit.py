@@ -21,7 +21,7 @@ PASSWORD = "correct horse battery"
 
 def login_key_of(address: object) -> str:
     """What these clients send their homeserver for PASSWORD (protocol.md §4)."""
-    return login_key(PASSWORD, str(address), FAST_KDF_FOR_TESTS)
+    return login_key(PASSWORD, str(address))
 
 
 class Homes:
