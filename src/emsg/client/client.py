@@ -167,7 +167,7 @@ class Client:
             client = cls(store, api, identity)
             await client._keyring.publish_device()
             if unfinished:
-                await client._devices.revoke_unfinished(password)
+                await client._devices.revoke_unfinished(request.password)
             client.recovery_key = await client._devices.new_recovery_key()
         except BaseException:
             await api.aclose()

@@ -321,8 +321,10 @@ class Devices:
         identity = self._keyring.require_identity()
         if device_id == self.device_id:
             raise InvalidRequest("this is the device you are using: `emsg account logout`")
-        fields = {"password": password}
-        request = with_login_key(RevokeRequest, fields, self._store.address)
+        request = with_login_key(RevokeRequest, {"password": password}, self._store.address)
+        await self._revoke(identity, device_id, request)
+
+    async def _revoke(self, identity: IdentityKey, device_id: str, request: RevokeRequest) -> None:
         await self._api.call("POST", f"/devices/{device_id}/revoke", request)
         current = await self._keyring.own_list()
         if current is not None and any(d.device_id == device_id for d in current.devices):
@@ -330,9 +332,12 @@ class Devices:
                 identity, current, [d for d in current.devices if d.device_id != device_id]
             )
 
-    async def revoke_unfinished(self, password: str) -> None:
+    async def revoke_unfinished(self, login_key: str) -> None:
         """End the devices an unfinished registration left behind: devices that never
-        uploaded keys, of an account whose first list this device just published."""
+        uploaded keys, of an account whose first list this device just published.
+        `login_key` is the one registration derived already (an argon2id run each)."""
+        identity = self._keyring.require_identity()
+        request = RevokeRequest(password=login_key)
         view = await self._server_view()
         left = [
             d.device_id
@@ -340,7 +345,7 @@ class Devices:
             if not d.revoked and d.device_keys is None and d.device_id != self.device_id
         ]
         for device_id in left:
-            await self.revoke(device_id, password)
+            await self._revoke(identity, device_id, request)
 
     async def leave_list(self) -> None:
         """Take this device out of the signed list (before it logs out)."""

@@ -630,14 +630,17 @@ class ProfileStore:
             f"SELECT DISTINCT message_id FROM sent_envelopes WHERE envelope_id IN ({marks})",
             envelope_ids,
         ).fetchall()
-        bounced = []
+        bounced: list[str] = []
         for (message_id,) in rows:
             cur = self._conn.execute(
                 "INSERT OR IGNORE INTO bounces VALUES (?, ?, ?)", (message_id, reason, now_ms())
             )
             if cur.rowcount == 1:
-                bounced += self._history("WHERE m.id = ?", (message_id,))
-        return bounced
+                bounced.append(message_id)
+        if not bounced:
+            return []
+        # One read of the history (and of the outbox), not one per message.
+        return self._history(f"WHERE m.id IN ({','.join('?' * len(bounced))})", tuple(bounced))
 
     def history(self, peer: str | None = None) -> list[Message]:
         if peer is None:
