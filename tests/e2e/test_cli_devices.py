@@ -179,8 +179,10 @@ def test_a_wrong_key_at_login_recover_says_what_to_do_and_leaves_no_device_behin
     assert wrong.returncode == AUTH, wrong.stderr
     one_error_line(wrong, "invalid_recovery_key")
     assert "run `emsg account recover` here with the right key" in wrong.stderr
-    # Logging in again in that folder (instead of `account recover`) ends the
-    # device the first attempt made, rather than leaving it pending for good.
+    # Logging in again in that folder (instead of `account recover`) goes on with
+    # the device the first attempt made, rather than leaving it pending for good.
+    pending = run_json(a2, "account", "whoami")["device_id"]
     assert login_recover(key).returncode == 0
+    assert run_json(a2, "account", "whoami")["device_id"] == pending
     states = sorted(d["state"] for d in run_json(a1, "device", "list"))
-    assert states == ["approved", "approved", "revoked"]
+    assert states == ["approved", "approved"]

@@ -40,10 +40,12 @@ from emsg.proto.content import Content
 from emsg.proto.errors import (
     AddressTaken,
     EmsgError,
+    Forbidden,
     InvalidRequest,
     NoRequest,
     NotFound,
     ProtocolViolation,
+    TokenExpired,
     Unauthorized,
     UnknownDevice,
 )
@@ -69,6 +71,10 @@ _MAX_BACKOFF: Final = 30.0
 # Events that arrived together are stored in one transaction and acked at once,
 # up to this many (an unacked event is only redelivered).
 _BATCH_EVENTS: Final = 256
+# The profile's sealed copy of the account's login key (protocol.md §4): what lets a
+# device whose token expired log in again as itself, with no password at hand. It
+# opens nothing the passphrase that seals it does not open already.
+_LOGIN_KEY: Final = "login_key"
 
 
 async def _resume_registration(api: HttpApi, login: LoginRequest) -> Session:
@@ -122,6 +128,8 @@ class Client:
         self._verifier = Verifier(store, self._keyring, self._sender, self._inbox)
         # Shown once: the recovery key made at registration (None once reopened).
         self.recovery_key: str | None = None
+        self._renewing = asyncio.Lock()
+        api.renew = self._renew_session
 
     # --- opening and closing -------------------------------------------------------
 
@@ -163,6 +171,7 @@ class Client:
                 store.save_identity(seal_identity(identity, store.keys.box))
                 store.set_token(session.token)
                 store.set_device_id(session.device_id)
+                store.put_secret(_LOGIN_KEY, request.password.encode())
             api.token = session.token
             client = cls(store, api, identity)
             await client._keyring.publish_device()
@@ -185,10 +194,13 @@ class Client:
         kdf: KdfParams = KdfParams(),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> Client:
-        """Log in as a new device. In a profile that holds the identity key the new
-        device replaces the old one in the signed list at once; in a new folder it is
-        *pending* (`approved` is False) until another device approves it
-        (`approval_code`) or the user enters the recovery key (`recover`)."""
+        """Log in. In a profile whose device the server still has (its token expired,
+        say), that device logs in again: same device id, keys and sessions, and what
+        was queued for it meanwhile is delivered. Otherwise as a new device: in a
+        profile that holds the identity key the new device replaces the old one in the
+        signed list at once; in a new folder it is *pending* (`approved` is False)
+        until another device approves it (`approval_code`) or the user enters the
+        recovery key (`recover`)."""
         home = Path(home)
         addr = Address.parse(address)
         fields = {"address": str(addr), "password": password}
@@ -211,6 +223,10 @@ class Client:
         api = HttpApi(server, transport=transport)
         old_token = store.token if store is not None else None
         try:
+            if store is not None and store.device_id:
+                again = await cls._same_device(store, api, request, identity)
+                if again is not None:
+                    return again
             session = await api.call_model(Session, "POST", "/login", request)
             if old_token is not None:
                 # This folder's device becomes a new one: end the old one at the
@@ -234,6 +250,7 @@ class Client:
                 store.set_flag("published", False)
                 store.set_flag("keys_uploaded", False)
                 store.put_secret("approval", None)
+                store.put_secret(_LOGIN_KEY, request.password.encode())
             client = cls(store, api, identity)
             if identity is not None:
                 await client._keyring.publish_device(drop_device=old_device)
@@ -244,6 +261,27 @@ class Client:
             if store is not None:
                 store.close()
             raise
+        return client
+
+    @classmethod
+    async def _same_device(
+        cls, store: ProfileStore, api: HttpApi, request: LoginRequest, identity: IdentityKey | None
+    ) -> Client | None:
+        """The profile's device logged in again; None if the server no longer has it
+        (logged out, revoked, another server): then the caller makes a new one."""
+        again = request.model_copy(update={"device_id": store.device_id})
+        try:
+            session = await api.call_model(Session, "POST", "/login", again)
+        except (UnknownDevice, Forbidden) as exc:
+            log.info("device %s cannot log in again (%s): a new one", store.device_id, exc)
+            return None
+        with store.transaction():
+            store.set_server_url(api.server_url)
+            store.set_token(session.token)
+            store.put_secret(_LOGIN_KEY, request.password.encode())
+        api.token = session.token
+        client = cls(store, api, identity)
+        await client._finish_setup()
         return client
 
     @classmethod
@@ -262,13 +300,46 @@ class Client:
             store.close()
             raise
         client = cls(store, HttpApi(store.server_url, store.token, transport=transport), identity)
-        if store.token is not None and not store.flag("published"):
-            # finish a registration or login cut short
-            if identity is not None:
-                await client._keyring.publish_device()
-            elif not store.flag("keys_uploaded"):
-                await client._devices.start_pending()
+        await client._finish_setup()
         return client
+
+    async def _finish_setup(self) -> None:
+        """Finish a registration or login cut short: publish this device, or (a new
+        device without the identity key) start waiting for approval."""
+        if self._store.token is None or self._store.flag("published"):
+            return
+        if self._keyring.identity is not None:
+            await self._keyring.publish_device()
+        elif not self._store.flag("keys_uploaded"):
+            await self._devices.start_pending()
+
+    async def _renew_session(self, refused: str, why: EmsgError) -> None:
+        """A new token for this same device in place of `refused`: the one in the
+        profile if another process of it renewed first (and the server has deleted
+        the expired one since), else, if `refused` has expired, by logging in again
+        with the login key the profile keeps. Else `why` stands."""
+        async with self._renewing:
+            if self._api.token != refused:
+                return  # another task of this process renewed it meanwhile
+            stored = self._store.token
+            if stored is not None and stored != refused:
+                self._api.token = stored
+                return
+            if not isinstance(why, TokenExpired):
+                raise why
+            login_key = self._store.get_secret(_LOGIN_KEY)
+            if login_key is None:  # a profile from before the login key was kept
+                raise TokenExpired(
+                    "this device's session has expired; log in again in this folder"
+                    " (emsg account login): the same device goes on"
+                )
+            request = LoginRequest(
+                address=str(self.address), password=login_key.decode(), device_id=self.device_id
+            )
+            session = await self._api.call_model(Session, "POST", "/login", request, auth=False)
+            self._store.set_token(session.token)
+            self._api.token = session.token
+            log.info("renewed the session of device %s", self.device_id)
 
     async def aclose(self) -> None:
         await self._outgoing.aclose()
@@ -551,6 +622,9 @@ class Client:
                 stream = await StreamSession.connect(
                     self._api.stream_url(), token, self._store.cursor
                 )
+            except (TokenExpired, Unauthorized) as exc:
+                await self._renew_session(token, exc)
+                continue
             except (TimeoutError, OSError, WebSocketException) as exc:
                 log.info("cannot reach the homeserver (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)

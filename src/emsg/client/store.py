@@ -251,10 +251,10 @@ class ProfileStore:
                 for values in rows:
                     tag = self.keys.rows.tag(table, tuple(values))
                     self._conn.execute(f"UPDATE {table} SET tag = ? WHERE {where}", (tag, *values))
-            rows = self._conn.execute(
+            messages = self._conn.execute(
                 "SELECT id, sender, recipient, body, sent_at, direction FROM messages"
             )
-            for mid, sender, recipient, body, sent_at, direction in rows.fetchall():
+            for mid, sender, recipient, body, sent_at, direction in messages.fetchall():
                 try:
                     text = self.keys.box.open(bytes(body), f"emsg.message.{mid}")
                 except DecryptionFailed:

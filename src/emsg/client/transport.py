@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -26,6 +26,7 @@ from emsg.net.http1 import Http1Client
 from emsg.proto.errors import (
     EmsgError,
     ProtocolViolation,
+    TokenExpired,
     Unauthorized,
     error_from_wire,
 )
@@ -101,6 +102,8 @@ class HttpApi:
     ) -> None:
         self.server_url = checked_server_url(server_url)
         self.token = token
+        # Given a token the server refused and why, sets a new `token` or raises.
+        self.renew: Callable[[str, EmsgError], Awaitable[None]] | None = None
         self._http = httpx.AsyncClient(
             base_url=self.server_url + API_PREFIX, transport=transport, timeout=timeout
         )
@@ -125,11 +128,34 @@ class HttpApi:
         *,
         params: Mapping[str, str | int] | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - per request, passed to httpx
+        auth: bool = True,
     ) -> Any:
-        """Send one request and return the parsed JSON reply, or raise its error."""
+        """Send one request and return the parsed JSON reply, or raise its error.
+
+        With `auth`, the request carries the bearer token; if the server refuses the
+        token, `renew` may find a new one and the request goes once more (the
+        server did nothing with the refused token)."""
+        token = self.token if auth else None
+        try:
+            return await self._call(method, path, body, params, timeout, token)
+        except (TokenExpired, Unauthorized) as exc:
+            if self.renew is None or token is None:
+                raise
+            await self.renew(token, exc)
+        return await self._call(method, path, body, params, timeout, self.token)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: BaseModel | Mapping[str, Any] | None,
+        params: Mapping[str, str | int] | None,
+        timeout: float | None,  # noqa: ASYNC109 - per request, passed to httpx
+        token: str | None,
+    ) -> Any:
         headers = {"Accept": "application/json"}
-        if self.token is not None:
-            headers["Authorization"] = f"Bearer {self.token}"
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         content: bytes | None = None
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -160,9 +186,15 @@ class HttpApi:
         return model.model_validate(await self.call("GET", path, params=params or None))
 
     async def call_model(
-        self, model: type[M], method: str, path: str, body: BaseModel | None = None
+        self,
+        model: type[M],
+        method: str,
+        path: str,
+        body: BaseModel | None = None,
+        *,
+        auth: bool = True,
     ) -> M:
-        return model.model_validate(await self.call(method, path, body))
+        return model.model_validate(await self.call(method, path, body, auth=auth))
 
     def stream_url(self) -> str:
         base = self.server_url

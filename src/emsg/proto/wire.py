@@ -69,11 +69,15 @@ class RegisterRequest(Wire):
 
 
 class LoginRequest(RegisterRequest):
-    pass
+    device_id: DeviceIdText | None = Field(
+        default=None,
+        description="log this existing device of the account in again (its token expired)"
+        " instead of making a new one",
+    )
 
 
 class Session(Wire):
-    """A bearer token bound to one (new) device of the account."""
+    """A bearer token bound to one device of the account (new, unless the login named one)."""
 
     address: str
     device_id: str

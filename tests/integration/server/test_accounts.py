@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_kit import PASSWORD, code, login, make_settings, register, running, snapshot
+from server_kit import PASSWORD, User, code, login, make_settings, register, running, snapshot
 
 from emsg.server.clock import FakeClock
 
@@ -103,6 +103,51 @@ async def test_expired_token(tmp_path: Path) -> None:
         clock.advance(3)
         resp = await alice.get("/whoami")
         assert (resp.status_code, code(resp)) == (401, "token_expired")
+
+
+async def test_a_device_whose_token_expired_logs_in_again_as_itself(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with running(make_settings(tmp_path, token_ttl="2s"), clock) as client:
+        alice = await register(client, "alice")
+        clock.advance(3)
+        assert code(await alice.get("/whoami")) == "token_expired"
+        body = {"address": alice.address, "password": PASSWORD, "device_id": alice.device_id}
+        resp = await client.post("/_emsg/v1/login", json=body)
+        assert resp.status_code == 200, resp.text
+        session = resp.json()
+        assert session["device_id"] == alice.device_id
+        again = User(client, alice.address, alice.device_id, session["token"])
+        assert (await again.get("/whoami")).json() == {
+            "address": "alice#a.test",
+            "device_id": alice.device_id,
+        }
+        devices = (await again.get("/devices")).json()["devices"]
+        assert [d["device_id"] for d in devices] == [alice.device_id]  # no new device
+        # The expired token is gone: it is not kept for ever.
+        assert code(await alice.get("/whoami")) == "unauthorized"
+
+
+async def test_logging_in_again_as_a_device_that_is_not_there_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    async with running(make_settings(tmp_path), FakeClock()) as client:
+        alice = await register(client, "alice")
+        bob = await register(client, "bob")
+        gone = await login(client, alice)
+        assert (await gone.post("/logout")).status_code == 200
+        before = snapshot(tmp_path)
+        cases = [
+            ({"device_id": alice.device_id, "password": "not the password"}, 401, "unauthorized"),
+            ({"device_id": bob.device_id}, 404, "unknown_device"),
+            ({"device_id": "NoSuchDevice"}, 404, "unknown_device"),
+            ({"device_id": gone.device_id}, 403, "forbidden"),
+            ({"device_id": "not/a device"}, 400, "invalid_request"),
+        ]
+        for fields, status, error in cases:
+            body = {"address": alice.address, "password": PASSWORD, **fields}
+            resp = await client.post("/_emsg/v1/login", json=body)
+            assert (resp.status_code, code(resp)) == (status, error), fields
+        assert snapshot(tmp_path) == before
 
 
 async def test_ip_rate_limit_on_register(tmp_path: Path) -> None:

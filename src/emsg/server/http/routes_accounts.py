@@ -32,10 +32,10 @@ async def register(body: RegisterRequest, request: Request, svc: Svc) -> Session
     return await svc.accounts.register(body.address, body.password, body.device_name)
 
 
-@router.post("/login", responses=errors(400, 401, 413, 415, 429))
+@router.post("/login", responses=errors(400, 401, 403, 404, 413, 415, 429))
 async def login(body: LoginRequest, request: Request, svc: Svc) -> Session:
     svc.ip_auth_limiter.hit(client_ip(request))
-    return await svc.accounts.login(body.address, body.password, body.device_name)
+    return await svc.accounts.login(body.address, body.password, body.device_name, body.device_id)
 
 
 @router.post("/logout", responses=errors(*_AUTH))

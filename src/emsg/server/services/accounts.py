@@ -12,9 +12,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from emsg.proto.errors import (
     AddressTaken,
+    Forbidden,
     ReservedAddress,
     TokenExpired,
     Unauthorized,
+    UnknownDevice,
     WrongDomain,
 )
 from emsg.proto.wire import Session
@@ -88,22 +90,48 @@ class AccountService:
         if account is None:
             raise Unauthorized("wrong address or password")
 
-    async def login(self, raw_address: str, password: str, device_name: str) -> Session:
+    async def login(
+        self, raw_address: str, password: str, device_name: str, device_id: str | None = None
+    ) -> Session:
+        """A new device with its token; or, with `device_id`, a new token for that
+        existing device of the account, which keeps its keys, its queue and its place
+        in the device list (its old tokens stay valid until they expire)."""
         address = self._address_here(raw_address)
         await self.check_password(address, password)
         now = self._clock.now_ms()
+        expired: list[str] = []
         async with self._uow.write() as tx:
-            session, info, token_hash = await self._new_device(tx, address, device_name, now)
+            if device_id is None:
+                session, info, token_hash = await self._new_device(tx, address, device_name, now)
+            else:
+                session, info, token_hash = await self._same_device(tx, address, device_id, now)
+                expired = await tx.tokens.delete_expired_for_device(device_id, now)
+        self.forget_tokens(expired)
         self._cache[token_hash] = info
         return session
+
+    async def _same_device(
+        self, tx: Tx, address: str, device_id: str, now: int
+    ) -> tuple[Session, TokenInfo, str]:
+        device = await tx.devices.get(device_id)
+        if device is None or device.address != address:
+            raise UnknownDevice(f"{address} has no device {device_id}")
+        if device.revoked:
+            raise Forbidden(f"device {device_id} was logged out or revoked; log in as a new device")
+        return await self._new_token(tx, address, device_id, now)
 
     async def _new_device(
         self, tx: Tx, address: str, device_name: str, now: int
     ) -> tuple[Session, TokenInfo, str]:
         device_id = secrets.token_urlsafe(9).replace("-", "A").replace("_", "B")
+        await tx.devices.create(device_id, address, device_name, now)
+        return await self._new_token(tx, address, device_id, now)
+
+    async def _new_token(
+        self, tx: Tx, address: str, device_id: str, now: int
+    ) -> tuple[Session, TokenInfo, str]:
         token = secrets.token_urlsafe(32)
         info = TokenInfo(device_id, address, now + self._ttl_ms)
-        await tx.devices.create(device_id, address, device_name, now)
         await tx.tokens.add(hash_token(token), info)
         return (
             Session(address=address, device_id=device_id, token=token, expires_at=info.expires_at),

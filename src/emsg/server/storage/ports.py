@@ -58,6 +58,10 @@ class Tokens(Protocol):
         """Delete the device's tokens; return their hashes (for cache invalidation)."""
         ...
 
+    async def delete_expired_for_device(self, device_id: str, now: int) -> list[str]:
+        """Delete the device's tokens that expired by `now`; return their hashes."""
+        ...
+
 
 class IdentityBackups(Protocol):
     async def get(self, address: str) -> dict[str, Any] | None: ...

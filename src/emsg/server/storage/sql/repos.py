@@ -192,6 +192,12 @@ _TOKEN_OF_DEVICE: Final = select(t.tokens.c.token_hash).where(
     t.tokens.c.device_id == param("device_id")
 )
 _TOKEN_DELETE_FOR_DEVICE: Final = delete(t.tokens).where(t.tokens.c.device_id == param("device_id"))
+_TOKEN_EXPIRED_OF_DEVICE: Final = select(t.tokens.c.token_hash).where(
+    t.tokens.c.device_id == param("device_id"), t.tokens.c.expires_at <= param("now")
+)
+_TOKEN_DELETE_EXPIRED_FOR_DEVICE: Final = delete(t.tokens).where(
+    t.tokens.c.device_id == param("device_id"), t.tokens.c.expires_at <= param("now")
+)
 
 
 class SqlTokens(Repo):
@@ -214,6 +220,12 @@ class SqlTokens(Repo):
         rows = await self._c.execute(_TOKEN_OF_DEVICE, {"b_device_id": device_id})
         hashes = [row.token_hash for row in rows]
         await self._c.execute(_TOKEN_DELETE_FOR_DEVICE, {"b_device_id": device_id})
+        return hashes
+
+    async def delete_expired_for_device(self, device_id: str, now: int) -> list[str]:
+        values = {"b_device_id": device_id, "b_now": now}
+        hashes = [row.token_hash for row in await self._c.execute(_TOKEN_EXPIRED_OF_DEVICE, values)]
+        await self._c.execute(_TOKEN_DELETE_EXPIRED_FOR_DEVICE, values)
         return hashes
 
 
