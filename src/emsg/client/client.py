@@ -648,6 +648,8 @@ class Client:
                     # event up to its pos, so a busy stream acks every few ms, once.
                     stream.ack_soon(events[-1].pos)
                     await self._replenish_if_used()
+            except TokenExpired as exc:  # the server closed the stream at its expiry
+                await self._renew_session(token, exc)
             except (OSError, WebSocketException, ProtocolViolation) as exc:
                 log.info("lost the homeserver (%s); reconnecting in %.1fs", exc, delay)
                 reconnecting = True

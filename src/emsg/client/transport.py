@@ -223,6 +223,8 @@ class StreamSession:
         self._acked = 0  # highest position acknowledged
         self._ack_timer: asyncio.TimerHandle | None = None
         self._ack_task: asyncio.Task[None] | None = None
+        # The error frame (with no txn_id) the server closed the stream after.
+        self._closing_error: EmsgError | None = None
 
     @classmethod
     async def connect(cls, url: str, token: str, since: int) -> StreamSession:
@@ -279,7 +281,9 @@ class StreamSession:
             if future is not None and not future.done():
                 future.set_exception(error)
             elif frame.txn_id is None:
-                log.warning("stream error: %s", frame.error.message)
+                self._closing_error = error
+                if not isinstance(error, TokenExpired):  # that one is routine: renewed
+                    log.warning("stream error: %s", frame.error.message)
         elif not isinstance(frame, PongFrame | ReadyFrame):  # pragma: no cover
             log.debug("ignoring frame %s", frame)
 
@@ -302,6 +306,8 @@ class StreamSession:
                 yield batch
         rcvd = failure.rcvd if isinstance(failure, ConnectionClosed) else None
         if rcvd is not None and rcvd.code == AUTH_FAILED_CLOSE:
+            if isinstance(self._closing_error, TokenExpired):
+                raise self._closing_error  # the token lived out its time: renew it
             raise Unauthorized("the stream closed: token refused")
         raise failure
 

@@ -116,6 +116,35 @@ async def test_listen_reconnects_with_a_renewed_token(
         assert await device_ids(alice) == [alice.device_id]
 
 
+async def test_a_listening_client_outlives_its_token(server: ServerProcess, tmp_path: Path) -> None:
+    """The server closes the stream when its token expires; `listen` renews the token
+    and goes on where it was, and nothing sent around that moment is lost."""
+    alice, bob = await friends(server, tmp_path)
+    async with alice, bob:
+        await until_expired(server, alice._api.token or "")
+        await alice.whoami()  # a fresh token, which the stream authenticates with
+        first = alice._api.token
+        bodies: list[str] = []
+
+        async def consume() -> None:
+            async for event in alice.listen():
+                if event.message is not None:
+                    bodies.append(event.message.body)
+                    if len(bodies) == 3:
+                        return
+
+        listening = asyncio.create_task(consume())
+        await bob.send_text(str(alice.address), "message 0")
+        await asyncio.sleep(TTL_S + 1)  # the server closes the stream at its token's expiry
+        # Renewed by `listen` itself: Alice made no other request.
+        assert alice._api.token != first
+        for i in (1, 2):
+            await bob.send_text(str(alice.address), f"message {i}")
+        await asyncio.wait_for(listening, 30)
+        assert bodies == ["message 0", "message 1", "message 2"]
+        assert await device_ids(alice) == [alice.device_id]
+
+
 async def test_two_processes_of_one_profile_renew_once(
     server: ServerProcess, tmp_path: Path
 ) -> None:

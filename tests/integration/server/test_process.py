@@ -256,6 +256,20 @@ async def test_logout_closes_the_devices_open_stream_at_once(
         await refused(ws, "unauthorized", 4401)
 
 
+async def test_a_stream_closes_when_its_token_expires(tmp_path: Path) -> None:
+    """A stream never outlives its token (protocol.md §8.2): at its expiry the server
+    says `token_expired` and closes with 4401, and the client renews it (§4)."""
+    config = tmp_path / "short.toml"
+    config.write_text(CONFIG.replace('token_ttl = "1d"', 'token_ttl = "3s"'))
+    with ServerProcess(DOMAIN, tmp_path / "srv", config=config) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            alice = await register(http, "alice")
+            async with connect(ws_url(server)) as ws:
+                await ws.send(json.dumps({"type": "auth", "token": alice.token}))
+                assert (await recv(ws))["type"] == "ready"
+                await refused(ws, "token_expired", 4401)
+
+
 async def test_sigterm_exits_zero(tmp_path: Path) -> None:
     proc = make_server(tmp_path / "srv").start()
     assert proc.stop() == 0

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -40,6 +40,7 @@ from emsg.proto.ids import TxnId
 from emsg.proto.jsoncodec import loads_strict
 from emsg.proto.stream import Stream, step
 from emsg.proto.wire import QUIET, AckFrame, AuthFrame, ClientFrame, PingFrame, SendFrame
+from emsg.server.clock import Clock
 from emsg.server.services import Services
 from emsg.server.services.common import Caller
 from emsg.server.services.messages import MAX_SYNC_LIMIT
@@ -186,6 +187,32 @@ class _Inbox:
         return item
 
 
+class _Expiry:
+    """Wakes a connection once its token has expired, so that it closes (4401)
+    rather than outlive it: the server's clock decides, re-armed if woken early."""
+
+    __slots__ = ("_at", "_clock", "_handle", "_wake")
+
+    def __init__(self, clock: Clock, at_ms: int, wake: Callable[[], None]) -> None:
+        self._clock = clock
+        self._at = at_ms
+        self._wake = wake
+        self._handle: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        left_ms = self._at - self._clock.now_ms()
+        if left_ms > 0:
+            self._handle = asyncio.get_running_loop().call_later(left_ms / 1000, self._arm)
+        else:
+            self._handle = None
+            self._wake()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+
 def _text(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
@@ -239,9 +266,11 @@ class _Connection:
         while True:
             item = await self.inbox.get()
             if item is None:
-                # A revocation or logout wakes the device: its token is gone, so close.
-                if not await self.svc.accounts.session_alive(self.token):
-                    await self.out(_error_frame(Unauthorized("this device was revoked")))
+                # A revocation, a logout or the token's expiry wakes the device: if
+                # its token no longer works, close (the client logs in or renews).
+                refused = await self.svc.accounts.refusal(self.token)
+                if refused is not None:
+                    await self.out(_error_frame(refused))
                     return CLOSE_AUTH
                 await self.push()
                 continue
@@ -306,7 +335,8 @@ class _Connection:
         return ok
 
 
-async def _authenticate(ws: WebSocket, svc: Services) -> tuple[Caller, str, int] | None:
+async def _authenticate(ws: WebSocket, svc: Services) -> tuple[Caller, str, int, int] | None:
+    """The caller, its token, the position to resume after and the token's expiry."""
     try:
         message = await asyncio.wait_for(ws.receive(), AUTH_TIMEOUT)
     except TimeoutError:
@@ -329,12 +359,12 @@ async def _authenticate(ws: WebSocket, svc: Services) -> tuple[Caller, str, int]
         return None
     assert isinstance(item, AuthFrame)
     try:
-        me = await svc.accounts.authenticate(item.token)
+        me, expires_at = await svc.accounts.authenticate_until(item.token)
     except EmsgError as exc:
         await ws.send_text(json.dumps(_error_frame(exc)))
         await ws.close(CLOSE_AUTH)
         return None
-    return me, item.token, item.since
+    return me, item.token, item.since, expires_at
 
 
 async def stream(ws: WebSocket) -> None:
@@ -346,9 +376,10 @@ async def stream(ws: WebSocket) -> None:
         return
     if auth is None:
         return
-    me, token, since = auth
+    me, token, since, expires_at = auth
     conn = _Connection(ws, svc, me, token, since)
     watch = svc.notifier.watch(me.device_id, conn.inbox.wake)
+    expiry = _Expiry(svc.clock, expires_at, conn.inbox.wake)
     svc.metrics.open_websockets.inc()
     reader = None
     code: int | None = None
@@ -361,6 +392,7 @@ async def stream(ws: WebSocket) -> None:
         code = None
     finally:
         watch.close()
+        expiry.cancel()
         svc.metrics.open_websockets.dec()
         if reader is not None:
             reader.cancel()

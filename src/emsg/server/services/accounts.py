@@ -140,6 +140,11 @@ class AccountService:
         )
 
     async def authenticate(self, token: str | None) -> Caller:
+        caller, _ = await self.authenticate_until(token)
+        return caller
+
+    async def authenticate_until(self, token: str | None) -> tuple[Caller, int]:
+        """The caller, and when its token expires (Unix ms)."""
         if not token:
             raise Unauthorized("missing bearer token")
         token_hash = hash_token(token)
@@ -154,18 +159,16 @@ class AccountService:
             self._cache[token_hash] = info
         if info.expires_at <= self._clock.now_ms():
             raise TokenExpired("the token has expired; log in again")
-        return Caller(info.address, info.device_id)
+        return Caller(info.address, info.device_id), info.expires_at
 
-    async def session_alive(self, token: str) -> bool:
-        """Whether a token that authenticated earlier still works (not logged out or
-        revoked): a WebSocket checks this each time it is woken."""
+    async def refusal(self, token: str) -> Unauthorized | TokenExpired | None:
+        """Why a token that authenticated earlier no longer works (logged out,
+        revoked, expired), or None: a WebSocket asks each time it is woken."""
         try:
             await self.authenticate(token)
-        except Unauthorized:
-            return False
-        except TokenExpired:
-            return True  # an open stream outlives its token's expiry, as before
-        return True
+        except (Unauthorized, TokenExpired) as exc:
+            return exc
+        return None
 
     def forget_tokens(self, token_hashes: list[str]) -> None:
         """Evict tokens deleted by a committed transaction (logout, revocation)."""
