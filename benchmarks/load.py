@@ -11,7 +11,8 @@ generator shares the machine's cores with the server, as the targets require.
 Phases:
 - throughput: N sender clients (1, 10, 50) each send to their own listening receiver
   over HTTP; messages/s accepted (acknowledged sends) and delivered (decrypted by the
-  receiver), every one committed before it was acknowledged.
+  receiver), every one committed before it was acknowledged. Each sender waits for
+  each send's acknowledgement before the next (`--window` sends at a time if more).
 - pipelined: senders that hold the WebSocket stream open send over it with a window
   of concurrent sends, each acknowledged by transaction id. Run twice: with the
   receivers in this process, and with them in a process of their own
@@ -255,6 +256,10 @@ async def throughput(
         await expect(per_sender)
 
         async def run_sender(sender: Client, to: str) -> None:
+            if window == 1:  # each send waits for the last, as a plain loop would
+                for i in range(per_sender):
+                    await sender.send_text(to, f"{tag}-{i}")
+                return
             pending: set[asyncio.Task[Any]] = set()
             for i in range(per_sender):
                 if len(pending) >= window:
