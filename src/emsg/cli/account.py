@@ -106,11 +106,14 @@ def login(
         False, "--json", help="Print one JSON object (with device_id, state, approval_code)."
     ),
 ) -> None:
-    """Log in to ADDRESS as a new device kept in this folder.
+    """Log in to ADDRESS in this folder.
 
-    A new folder's device waits for approval: it shows a code to enter on an approved
-    device (`emsg device approve CODE`), or takes the recovery key (--recover). The
-    password comes from EMSG_PASSWORD, or is asked for.
+    A folder whose device the server still has logs that same device in
+    again (commands do so by themselves when the session expires). Otherwise
+    it becomes a new device, and a new folder's device waits for approval: it
+    shows a code to enter on an approved device (`emsg device approve CODE`),
+    or takes the recovery key (--recover). The password comes from
+    EMSG_PASSWORD, or is asked for.
     """
     canonical = parse_address(address)
     recovery = read_secret(RECOVERY_ENV, "Recovery key", what="recovery key") if recover else None
