@@ -6,6 +6,7 @@ Uses the PostgreSQL service on 127.0.0.1:5432 with a fresh database per run. Whe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,3 +62,26 @@ async def test_story_on_postgres(server: ServerProcess, tmp_path: Path) -> None:
     assert [m.body for m in await bob.fetch()] == ["across a restart"]
     for client in (alice, bob, carol):
         await client.aclose()
+
+
+async def test_an_expired_session_goes_on_as_the_same_device_on_postgres(
+    database: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text(f'database_url = "{database}"\ntoken_ttl = "2s"\n')
+    with ServerProcess(DOMAIN, tmp_path / "server", config=config) as server:
+        alice, bob = [
+            await Client.register(
+                tmp_path / local, f"{local}#{DOMAIN}", PASSWORD, server.url, kdf=FAST_KDF_FOR_TESTS
+            )
+            for local in ("alice", "bob")
+        ]
+        async with alice, bob:
+            await alice.add_contact("bob#pg.test")
+            await bob.accept_contact("alice#pg.test")
+            device, first = alice.device_id, alice._api.token
+            await asyncio.sleep(2.5)  # every token of both has expired
+            await bob.send_text("alice#pg.test", "sent after the expiry")
+            assert [m.body for m in await alice.fetch()] == ["sent after the expiry"]
+            assert alice._api.token != first
+            assert [d.device_id for d in await alice.devices()] == [device]
