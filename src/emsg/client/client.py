@@ -71,10 +71,6 @@ _MAX_BACKOFF: Final = 30.0
 # Events that arrived together are stored in one transaction and acked at once,
 # up to this many (an unacked event is only redelivered).
 _BATCH_EVENTS: Final = 256
-# The profile's sealed copy of the account's login key (protocol.md §4): what lets a
-# device whose token expired log in again as itself, with no password at hand. It
-# opens nothing the passphrase that seals it does not open already.
-_LOGIN_KEY: Final = "login_key"
 
 
 async def _resume_registration(api: HttpApi, login: LoginRequest) -> Session:
@@ -171,7 +167,7 @@ class Client:
                 store.save_identity(seal_identity(identity, store.keys.box))
                 store.set_token(session.token)
                 store.set_device_id(session.device_id)
-                store.put_secret(_LOGIN_KEY, request.password.encode())
+                store.set_login_key(request.password)
             api.token = session.token
             client = cls(store, api, identity)
             await client._keyring.publish_device()
@@ -250,7 +246,7 @@ class Client:
                 store.set_flag("published", False)
                 store.set_flag("keys_uploaded", False)
                 store.put_secret("approval", None)
-                store.put_secret(_LOGIN_KEY, request.password.encode())
+                store.set_login_key(request.password)
             client = cls(store, api, identity)
             if identity is not None:
                 await client._keyring.publish_device(drop_device=old_device)
@@ -278,7 +274,7 @@ class Client:
         with store.transaction():
             store.set_server_url(api.server_url)
             store.set_token(session.token)
-            store.put_secret(_LOGIN_KEY, request.password.encode())
+            store.set_login_key(request.password)
         api.token = session.token
         client = cls(store, api, identity)
         await client._finish_setup()
@@ -327,14 +323,14 @@ class Client:
                 return
             if not isinstance(why, TokenExpired):
                 raise why
-            login_key = self._store.get_secret(_LOGIN_KEY)
+            login_key = self._store.login_key
             if login_key is None:  # a profile from before the login key was kept
                 raise TokenExpired(
                     "this device's session has expired; log in again in this folder"
                     " (emsg account login): the same device goes on"
                 )
             request = LoginRequest(
-                address=str(self.address), password=login_key.decode(), device_id=self.device_id
+                address=str(self.address), password=login_key, device_id=self.device_id
             )
             session = await self._api.call_model(Session, "POST", "/login", request, auth=False)
             self._store.set_token(session.token)

@@ -389,6 +389,17 @@ class ProfileStore:
     def set_token(self, token: str | None) -> None:
         self.put_secret("token", None if token is None else token.encode())
 
+    @property
+    def login_key(self) -> str | None:
+        """The account's login key (protocol.md §4): what lets a device whose token
+        expired log in again as itself, with no password at hand. Sealed, it opens
+        nothing the passphrase that seals it does not open already."""
+        raw = self.get_secret("login_key")
+        return None if raw is None else raw.decode()
+
+    def set_login_key(self, login_key: str) -> None:
+        self.put_secret("login_key", login_key.encode())
+
     # --- CryptoStore ---------------------------------------------------------------
 
     def load_account(self) -> str | None:
